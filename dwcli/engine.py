@@ -1,0 +1,152 @@
+"""The model on its device: loading, precision, attention kernel, and one batch at a time.
+
+``Engine.transcribe`` takes a batch of windows (from any files) and returns, per window, its
+segments in window-local seconds and, where Whisper stopped before the end of the window,
+the point from which the rest must be decoded again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import numpy as np
+
+from .chunking import Window
+from .decoding import DecodedWindow, DecodingOptions, GreedyDecoder, SpecialTokens
+from .errors import ModelLoadError, UsageError
+from .features import log_mel_batch
+from .models import ResolvedModel
+from .segments import Segment, segments_from_tokens
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+# A window whose start is this likely to be silence, and whose text is this unsure, is
+# silence: Whisper's own no-speech rule (openai-whisper's defaults).
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
+# Whisper often stops a window early when its last phrase runs on past the window; when it
+# stops this long before the end of the window, the rest is decoded again from there.
+_RESUME_MIN_REMAINDER_S = 1.0
+
+
+def pick_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; validates explicit names."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {requested}: no CUDA device is available")
+    if not (requested == "cpu" or requested.startswith("cuda") or requested == "mps"):
+        raise UsageError(f"--device {requested}: expected auto, cpu, cuda or cuda:N")
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> str:
+    """``auto`` -> float16 on CUDA (bfloat16 where supported), float32 elsewhere."""
+    import torch
+
+    if requested == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if requested not in _DTYPES:
+        raise UsageError(f"--dtype {requested}: expected auto, float32, float16 or bfloat16")
+    return _DTYPES[requested]
+
+
+def pick_attention(requested: str, device: str) -> str:
+    """``auto`` -> flash_attention_2 when flash-attn is importable on a GPU, else sdpa."""
+    if requested == "auto":
+        if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+        return "sdpa"
+    if requested not in ("sdpa", "eager", "flash_attention_2"):
+        raise UsageError(f"--attention {requested}: expected auto, sdpa, eager or flash_attention_2")
+    if requested == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise UsageError("--attention flash_attention_2 needs the flash-attn package (pip install 'dw[gpu]')")
+    return requested
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """Segments of one window in window-local seconds."""
+
+    segments: list[Segment]
+    language: str | None
+    resume_at_s: float | None  # decode the window again from here (Whisper stopped early)
+
+
+class Engine:
+    """A loaded Whisper model ready to transcribe batches of windows."""
+
+    def __init__(self, resolved: ResolvedModel, device: str = "cpu", dtype: str = "float32",
+                 attention: str = "sdpa", quantize: str | None = None):
+        import torch
+        from tokenizers import Tokenizer
+        from transformers import WhisperForConditionalGeneration
+        from transformers.utils import logging as transformers_logging
+
+        self.model_id = resolved.model_id
+        self.device = device
+        self.dtype = dtype
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        try:
+            model = WhisperForConditionalGeneration.from_pretrained(
+                resolved.path, dtype=getattr(torch, dtype), attn_implementation=attention
+            )
+            self.tokenizer = Tokenizer.from_file(str(resolved.path / "tokenizer.json"))
+        except Exception as error:  # transformers raises many types; all mean "cannot load"
+            raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
+        model = model.to(device).eval()
+        if quantize == "int8":
+            if device != "cpu":
+                raise UsageError("--quantize int8 runs on the CPU only")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = model
+        self.n_mels = model.config.num_mel_bins
+        generation = model.generation_config
+        self.special = SpecialTokens.from_generation_config(generation)
+        self.alignment_heads = getattr(generation, "alignment_heads", None)
+        self.decoder = GreedyDecoder(
+            model, self.special, generation.suppress_tokens, generation.begin_suppress_tokens
+        )
+
+    @property
+    def english_only(self) -> bool:
+        return not self.special.multilingual
+
+    def features(self, windows: list[np.ndarray]):
+        """Log-mel features of raw windows, on the model's device and dtype."""
+        import torch
+
+        return log_mel_batch(windows, self.n_mels).to(self.device, getattr(torch, self.dtype))
+
+    def decode_text(self, tokens: list[int]) -> str:
+        text_tokens = [token for token in tokens if token < self.special.end_of_text]
+        return self.tokenizer.decode(text_tokens)
+
+    def transcribe(self, features, windows: list[Window], options: DecodingOptions) -> list[WindowResult]:
+        """Decode a batch: ``features`` (batch, n_mels, 3000) of ``windows``."""
+        import torch
+
+        decoded = self.decoder.decode(features.to(self.device, getattr(torch, self.dtype)), options)
+        return [self._result(window, result) for window, result in zip(windows, decoded)]
+
+    def _result(self, window: Window, decoded: DecodedWindow) -> WindowResult:
+        if decoded.no_speech_prob > NO_SPEECH_THRESHOLD and decoded.avg_logprob < LOGPROB_THRESHOLD:
+            return WindowResult([], decoded.language, None)
+        segments, last_timestamp_s, ended_in_pair = segments_from_tokens(
+            decoded.tokens, self.special, self.decode_text, window.duration_s
+        )
+        resume_at = None
+        if (
+            ended_in_pair
+            and not decoded.truncated
+            and last_timestamp_s > 0
+            and window.duration_s - last_timestamp_s >= _RESUME_MIN_REMAINDER_S
+        ):
+            resume_at = last_timestamp_s
+        return WindowResult(segments, decoded.language, resume_at)

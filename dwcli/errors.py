@@ -1,0 +1,48 @@
+"""Domain errors and the process exit statuses the CLI maps them to.
+
+Only ``cli.main`` turns these into exit codes; every other module raises.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit codes of ``dw``; documented in ``--help`` and the man page."""
+
+    OK = 0
+    FILE_FAILED = 1  # at least one input failed; the others were still written
+    USAGE = 2  # bad option or argument
+    MODEL = 3  # the model could not be loaded
+    INTERRUPTED = 130  # Ctrl-C / SIGINT (128 + 2)
+
+
+class DwError(Exception):
+    """Base class of every error dw reports as a one-line message."""
+
+    exit_status = ExitStatus.FILE_FAILED
+
+
+class UsageError(DwError):
+    """The command line asks for something that cannot be done."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class ModelLoadError(DwError):
+    """The model could not be resolved, converted or loaded."""
+
+    exit_status = ExitStatus.MODEL
+
+
+class MediaError(DwError):
+    """One input file could not be read or decoded; names the file."""
+
+    exit_status = ExitStatus.FILE_FAILED
+
+
+class ConversionError(DwError):
+    """A CTranslate2 checkpoint could not be converted."""
+
+    exit_status = ExitStatus.MODEL

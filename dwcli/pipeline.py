@@ -1,0 +1,212 @@
+"""The run: files -> windows -> batches -> engine -> per-file transcripts -> writers.
+
+A file's outputs are written the moment its last window is decoded, so a long batch job
+leaves finished files behind it as it goes, and a failure in one file never touches another.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import SAMPLE_RATE
+from .batching import FileEnd, FileFailed, WindowItem, stack_features, stream_items
+from .chunking import Window
+from .decoding import DecodingOptions
+from .discover import MediaFile
+from .features import log_mel
+from .segments import Segment, Transcript, timeline
+from .writers import WriterOptions, render, write_atomic
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Everything about a run that is not the model or the inputs."""
+
+    formats: tuple[str, ...] = ("txt",)
+    batch_size: int = 8  # windows per model call
+    workers: int = 1  # decoding processes beside the model (0: decode in this process)
+    decoding: DecodingOptions = DecodingOptions()
+    writer: WriterOptions = WriterOptions()
+    to_stdout: bool = False  # write the single format to stdout instead of files
+
+
+@dataclass
+class FileOutcome:
+    """How one input ended."""
+
+    media: MediaFile
+    status: str  # "ok", "failed" or "skipped"
+    message: str = ""
+    duration_s: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+    detail: str = ""  # traceback for DW_DEBUG
+
+
+@dataclass
+class RunSummary:
+    """Totals for the final summary line and the exit code."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class Reporter:
+    """Receives run events; the CLI picks a rich, plain, JSON or quiet implementation."""
+
+    def start(self, files: list[MediaFile]) -> None: ...
+    def advance(self, audio_s: float) -> None: ...
+    def file_done(self, outcome: FileOutcome) -> None: ...
+    def finish(self, summary: RunSummary) -> None: ...
+
+
+@dataclass
+class _FileState:
+    media: MediaFile
+    segments: list[Segment] = field(default_factory=list)
+    languages: Counter = field(default_factory=Counter)
+    open_windows: int = 0
+    duration_s: float | None = None  # known once the worker has sent FileEnd
+    failed: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.duration_s is not None and self.open_windows == 0 and not self.failed
+
+
+class _Run:
+    def __init__(self, files, engine, options: TranscribeOptions, reporter: Reporter, stdout):
+        self.engine = engine
+        self.options = options
+        self.reporter = reporter
+        self.stdout = stdout
+        self.states = [_FileState(media) for media in files]
+        self.pending: list[WindowItem] = []
+        self.summary = RunSummary()
+
+    def feed(self, item) -> None:
+        state = self.states[item.file_index]
+        if isinstance(item, WindowItem):
+            state.open_windows += 1
+            self.pending.append(item)
+        elif isinstance(item, FileEnd):
+            state.duration_s = item.duration_s
+            self._maybe_finish(item.file_index)
+        elif isinstance(item, FileFailed):
+            self._fail(item.file_index, item.message, item.detail)
+        while len(self.pending) >= self.options.batch_size:
+            self._run_batch()
+
+    def drain(self) -> None:
+        while self.pending:
+            self._run_batch()
+
+    def _run_batch(self) -> None:
+        batch = self.pending[: self.options.batch_size]
+        self.pending = self.pending[self.options.batch_size :]
+        results = self.engine.transcribe(
+            stack_features(batch), [item.window for item in batch], self.options.decoding
+        )
+        touched = set()
+        for item, result in zip(batch, results):
+            state = self.states[item.file_index]
+            window = item.window
+            state.segments.extend(segment.shifted(window.offset_s) for segment in result.segments)
+            if result.language:
+                state.languages[result.language] += 1
+            done_s = window.duration_s
+            if result.resume_at_s is not None:
+                # Whisper stopped early: the rest of this window goes round again.
+                cut = round(result.resume_at_s * SAMPLE_RATE)
+                rest = Window(window.index, window.offset_s + cut / SAMPLE_RATE, window.samples[cut:])
+                self.pending.insert(0, WindowItem(item.file_index, rest, log_mel(rest.samples, self.engine.n_mels)))
+                done_s = cut / SAMPLE_RATE
+            else:
+                state.open_windows -= 1
+            self.reporter.advance(done_s)
+            touched.add(item.file_index)
+        for file_index in sorted(touched):
+            self._maybe_finish(file_index)
+
+    def _fail(self, file_index: int, message: str, detail: str = "") -> None:
+        state = self.states[file_index]
+        if state.failed:
+            return
+        state.failed = True
+        self.pending = [item for item in self.pending if item.file_index != file_index]
+        self.summary.failed += 1
+        self.reporter.file_done(FileOutcome(state.media, "failed", message, detail=detail))
+
+    def _maybe_finish(self, file_index: int) -> None:
+        state = self.states[file_index]
+        if not state.complete:
+            return
+        language = state.languages.most_common(1)[0][0] if state.languages else None
+        transcript = Transcript(
+            source=state.media.source,
+            duration_s=state.duration_s,
+            language=language,
+            model_id=self.engine.model_id,
+            segments=timeline(state.segments, state.duration_s),
+            options=result_options(self.engine, self.options),
+        )
+        try:
+            outputs = self._write(state.media, transcript)
+        except OSError as error:
+            self._fail(file_index, f"{state.media.source}: cannot write output ({error.strerror or error})",
+                       traceback.format_exc())
+            return
+        state.segments = []
+        state.failed = True  # finished: never finish twice
+        self.summary.ok += 1
+        self.summary.audio_s += transcript.duration_s
+        self.reporter.file_done(FileOutcome(state.media, "ok", duration_s=transcript.duration_s, outputs=outputs))
+
+    def _write(self, media: MediaFile, transcript: Transcript) -> list[Path]:
+        outputs = []
+        for fmt in self.options.formats:
+            text = render(transcript, fmt, self.options.writer)
+            if self.options.to_stdout:
+                self.stdout.write(text)
+                self.stdout.flush()
+            else:
+                path = media.output_path(fmt)
+                write_atomic(path, text)
+                outputs.append(path)
+        return outputs
+
+
+def result_options(engine, options: TranscribeOptions) -> dict:
+    """The settings that change what a transcript says (recorded in JSON, compared by
+    --skip-existing)."""
+    return {
+        "language": options.decoding.language,
+        "task": options.decoding.task,
+        "timestamps": options.decoding.timestamps,
+        "dtype": engine.dtype,
+    }
+
+
+def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions, reporter: Reporter,
+                     stdout=None) -> RunSummary:
+    """Transcribe ``files`` with ``engine``, writing each file's outputs when it is done."""
+    started = time.monotonic()
+    run = _Run(files, engine, options, reporter, stdout or sys.stdout)
+    reporter.start(files)
+    for item in stream_items(files, engine.n_mels, options.workers):
+        run.feed(item)
+    run.drain()
+    run.summary.wall_s = time.monotonic() - started
+    reporter.finish(run.summary)
+    return run.summary
