@@ -28,6 +28,9 @@ LOGPROB_THRESHOLD = -1.0
 # Whisper often stops a window early when its last phrase runs on past the window; when it
 # stops this long before the end of the window, the rest is decoded again from there.
 _RESUME_MIN_REMAINDER_S = 1.0
+# A window quieter than this (RMS, -60 dBFS) holds no speech; Whisper would still "hear"
+# something in it ("you", "Thank you."), so it is not decoded at all.
+SILENCE_RMS = 1e-3
 
 
 def pick_device(requested: str) -> str:
@@ -76,6 +79,11 @@ class WindowResult:
     segments: list[Segment]
     language: str | None
     resume_at_s: float | None  # decode the window again from here (Whisper stopped early)
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    """True for a window with no audible signal (below -60 dBFS RMS)."""
+    return len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS
 
 
 class Engine:
@@ -132,8 +140,14 @@ class Engine:
         """Decode a batch: ``features`` (batch, n_mels, 3000) of ``windows``."""
         import torch
 
-        decoded = self.decoder.decode(features.to(self.device, getattr(torch, self.dtype)), options)
-        return [self._result(window, result) for window, result in zip(windows, decoded)]
+        audible = [row for row, window in enumerate(windows) if not is_silent(window.samples)]
+        results = [WindowResult([], None, None) for _ in windows]
+        if audible:
+            batch = features[audible] if len(audible) < len(windows) else features
+            decoded = self.decoder.decode(batch.to(self.device, getattr(torch, self.dtype)), options)
+            for row, result in zip(audible, decoded):
+                results[row] = self._result(windows[row], result)
+        return results
 
     def _result(self, window: Window, decoded: DecodedWindow) -> WindowResult:
         if decoded.no_speech_prob > NO_SPEECH_THRESHOLD and decoded.avg_logprob < LOGPROB_THRESHOLD:

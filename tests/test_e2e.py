@@ -1,0 +1,69 @@
+"""End to end on real speech with the real offline tiny.en model (no mocks, no network).
+
+WER bounds: tiny.en transcribes these clean clips perfectly after Whisper's normaliser
+(measured 0.0 on each), so any regression in decoding shows; the bound leaves room for one
+normaliser-level disagreement (e.g. a hyphenation) per clip: 0.10.  The test-other long-form
+file (1:46, 10 utterances, a hard LibriSpeech split) measured 0.076-0.091 (txt-only vs. with
+timestamps); tiny.en's published test-other WER is ~0.17, so 0.15 still catches a lost
+window or a broken stitch (one dropped 10 s utterance alone costs ~0.1).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import word_error_rate
+from dwcli.decoding import DecodingOptions
+from dwcli.discover import discover
+from dwcli.pipeline import Reporter, TranscribeOptions, transcribe_files
+
+SHORT_CLIPS = ["jfk.flac", "1995-1837-0001.wav", "260-123286-0001.wav", "61-70968-0000.wav", "2412-153948-0000.flac"]
+SHORT_WER_BOUND = 0.10
+LONGFORM_WER_BOUND = 0.15
+
+
+class Collect(Reporter):
+    def __init__(self):
+        self.outcomes = []
+
+    def file_done(self, outcome):
+        self.outcomes.append(outcome)
+
+
+def _run(engine, paths, tmp_path, formats=("json",), **options):
+    collected = Collect()
+    files = discover([str(path) for path in paths], tmp_path).files
+    summary = transcribe_files(files, engine, TranscribeOptions(formats=formats, **options), collected)
+    return summary, collected.outcomes, files
+
+
+def test_short_clips_batched_together_are_transcribed_exactly(engine, speech, tmp_path):
+    paths = [speech[name]["path"] for name in SHORT_CLIPS]
+    summary, outcomes, files = _run(engine, paths, tmp_path, batch_size=8, workers=1)
+    assert summary.ok == len(SHORT_CLIPS) and summary.failed == 0
+    for name, media in zip(SHORT_CLIPS, files):
+        result = json.loads(media.output_path("json").read_text())
+        error = word_error_rate(speech[name]["text"], result["text"])
+        assert error <= SHORT_WER_BOUND, (name, error, result["text"])
+        assert result["duration"] == pytest.approx(speech[name]["duration"], abs=0.05)
+    assert "my fellow americans" in json.loads(files[0].output_path("json").read_text())["text"].lower()
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_longform_wer_and_timeline(engine, longform, tmp_path, timestamps):
+    summary, _, files = _run(engine, [longform["path"]], tmp_path, batch_size=4, workers=0,
+                             decoding=DecodingOptions(timestamps=timestamps))
+    result = json.loads(files[0].output_path("json").read_text())
+    error = word_error_rate(longform["text"], result["text"])
+    assert error <= LONGFORM_WER_BOUND, error
+    segments = result["segments"]
+    assert segments, "no segments"
+    for previous, current in zip(segments, segments[1:]):
+        assert previous["end"] <= current["start"] + 1e-6
+    for segment in segments:
+        assert 0 <= segment["start"] <= segment["end"] <= result["duration"]
+    # The last utterance is transcribed: no window tail is lost.
+    last_words = longform["segments"][-1]["text"].lower().split()[-2:]
+    assert " ".join(last_words) in " ".join(result["text"].lower().replace(",", "").replace(".", "").split())
