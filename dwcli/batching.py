@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .audio import SAMPLE_RATE, decode_blocks
-from .chunking import Window, merge_short_tail, split_windows
+from .chunking import Window, split_windows
 from .discover import MediaFile
 from .errors import DwError
 
@@ -51,7 +51,7 @@ def file_items(file_index: int, media: MediaFile, n_mels: int) -> Iterator[Windo
 
     samples = 0
     try:
-        for window in merge_short_tail(split_windows(decode_blocks(media.source))):
+        for window in split_windows(decode_blocks(media.source)):
             samples = round(window.offset_s * SAMPLE_RATE) + len(window.samples)
             yield WindowItem(file_index, window, log_mel(window.samples, n_mels))
     except DwError as error:

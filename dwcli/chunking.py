@@ -24,9 +24,6 @@ MIN_CUT_SECONDS = 22.0
 _FRAME_SAMPLES = SAMPLE_RATE // 100  # 10 ms energy frames
 # A pause between words lasts ~0.15-0.5 s: the quietest stretch of this length is the cut.
 _PAUSE_FRAMES = 20  # 200 ms
-# A trailing scrap shorter than this is only the tail of a cut pause: join it to the window
-# before rather than asking the model to transcribe near-silence (where it hallucinates).
-_MIN_TAIL_SAMPLES = SAMPLE_RATE // 2
 
 
 @dataclass(frozen=True)
@@ -79,16 +76,3 @@ def split_windows(blocks: Iterable[np.ndarray]) -> Iterator[Window]:
         return
     yield Window(index, consumed / SAMPLE_RATE, buffer)
 
-
-def merge_short_tail(windows: Iterable[Window]) -> Iterator[Window]:
-    """Fold a final window shorter than 0.5 s into the one before it when both fit in 30 s."""
-    previous: Window | None = None
-    for window in windows:
-        if previous is not None:
-            if len(window.samples) < _MIN_TAIL_SAMPLES and len(previous.samples) + len(window.samples) <= WINDOW_SAMPLES:
-                window = Window(previous.index, previous.offset_s, np.concatenate([previous.samples, window.samples]))
-            else:
-                yield previous
-        previous = window
-    if previous is not None:
-        yield previous

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,10 +19,16 @@ import typer
 from . import __version__
 from .errors import DwError, ExitStatus, UsageError
 
-EXIT_CODES_HELP = (
-    "Exit status: 0 all files done; 1 some file failed (the others were still written); "
-    "2 usage error; 3 the model could not be loaded; 130 interrupted."
-)
+# What each exit status means: --help and the man page (dwcli.docs) both say it from here.
+EXIT_STATUS_MEANINGS = {
+    ExitStatus.OK: "every file was transcribed (or skipped as already done)",
+    ExitStatus.FILE_FAILED: "some file failed (the others were still written)",
+    ExitStatus.USAGE: "usage error",
+    ExitStatus.MODEL: "the model could not be loaded",
+    ExitStatus.INTERRUPTED: "interrupted (SIGINT, Ctrl-C)",
+}
+EXIT_CODES_HELP = "Exit status: " + "; ".join(
+    f"{int(status)} {meaning}" for status, meaning in EXIT_STATUS_MEANINGS.items()) + "."
 
 app = typer.Typer(
     name="dw",
@@ -74,6 +81,17 @@ def _root(
     """dw: batch speech-to-text with Distil-Whisper."""
 
 
+def _temperatures(value: str) -> tuple[float, ...]:
+    """``"0,0.2,0.4"`` -> (0.0, 0.2, 0.4): rising, non-negative, the first one tried first."""
+    try:
+        temperatures = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        temperatures = ()
+    if not temperatures or any(t < 0 for t in temperatures) or list(temperatures) != sorted(temperatures):
+        raise UsageError(f"--temperature {value}: expected rising non-negative numbers, e.g. 0,0.2,0.4")
+    return temperatures
+
+
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise UsageError(f"{name} must be positive, got {value:g}")
@@ -86,6 +104,10 @@ def _positive(name: str, value: float) -> None:
         "  dw transcribe ./videos --format srt,vtt --output-dir subs/\n\n"
         "  ffmpeg -i talk.mkv -f wav - | dw transcribe - --format srt > talk.srt\n\n"
         "  find /data -name '*.mp4' -print0 | dw transcribe --from-list - -0\n\n"
+        "  dw transcribe clip.wav --stdout --format json | jq .text\n\n"
+        "  0 3 * * * cd /data && dw transcribe videos --format srt --skip-existing --log-json 2>> dw.log\n\n"
+        "Every option can also be set from the environment variable shown beside it "
+        "(flags take 1 or 0).\n\n"
         + EXIT_CODES_HELP
     ),
 )
@@ -103,13 +125,22 @@ def transcribe(
                                      help="Write outputs here, mirroring the input folders (default: beside each input).")
     ] = None,
     stdout: Annotated[
-        bool, typer.Option("--stdout", help="Write the result (one format) to standard output instead of files.")
+        bool, typer.Option("--stdout", envvar="DW_STDOUT",
+                           help="Write the result (one format, one input) to standard output instead of files "
+                                "(the default when the input is - and there is no --output-dir).")
+    ] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing/--overwrite", envvar="DW_SKIP_EXISTING",
+                           help="Skip inputs whose outputs all exist and were made by the same model and options "
+                                "from the same file (recorded in a hidden .<name>.dw.json beside them); "
+                                "--overwrite (the default) transcribes every input again.")
     ] = False,
     from_list: Annotated[
         Optional[str], typer.Option("--from-list", envvar="DW_FROM_LIST", help="Read input paths from this file, one per line (- for standard input).")
     ] = None,
     null_separated: Annotated[
-        bool, typer.Option("--null", "-0", help="Paths in --from-list are separated by NUL bytes (find -print0).")
+        bool, typer.Option("--null", "-0", envvar="DW_NULL",
+                           help="Paths in --from-list are separated by NUL bytes (find -print0).")
     ] = False,
     model: Annotated[
         Optional[str], typer.Option("--model", "-m", envvar="DW_MODEL",
@@ -137,6 +168,37 @@ def transcribe(
         Optional[str], typer.Option("--language", "-l", envvar="DW_LANGUAGE", help="Language code, e.g. en (default: detect).")
     ] = None,
     task: Annotated[str, typer.Option(envvar="DW_TASK", help="transcribe, or translate (into English).")] = "transcribe",
+    long_form: Annotated[
+        str, typer.Option(envvar="DW_LONG_FORM",
+                          help="chunked: windows cut in pauses, batched across files (fast); sequential: "
+                               "Whisper's seek-based algorithm, one window after another per file.")
+    ] = "chunked",
+    word_timestamps: Annotated[
+        bool, typer.Option("--word-timestamps", envvar="DW_WORD_TIMESTAMPS",
+                           help="Time every word (cross-attention + DTW): words in JSON, word-accurate subtitle cues.")
+    ] = False,
+    highlight_words: Annotated[
+        bool, typer.Option("--highlight-words", envvar="DW_HIGHLIGHT_WORDS",
+                           help="Subtitles: karaoke style, each word underlined as it is spoken (implies --word-timestamps).")
+    ] = False,
+    temperature: Annotated[
+        str, typer.Option(envvar="DW_TEMPERATURE",
+                          help="Temperatures to try, comma-separated: greedy first, then sampling when a window "
+                               "fails the thresholds below.")
+    ] = "0,0.2,0.4,0.6,0.8,1",
+    compression_ratio_threshold: Annotated[
+        float, typer.Option(envvar="DW_COMPRESSION_RATIO_THRESHOLD",
+                            help="Retry a window whose text compresses better than this (a loop); 0 disables.")
+    ] = 2.4,
+    logprob_threshold: Annotated[
+        float, typer.Option(envvar="DW_LOGPROB_THRESHOLD",
+                            help="Retry a window whose mean token log-probability is below this.")
+    ] = -1.0,
+    no_speech_threshold: Annotated[
+        float, typer.Option(envvar="DW_NO_SPEECH_THRESHOLD",
+                            help="A window is silence when P(no speech) exceeds this and its log-probability "
+                                 "is below --logprob-threshold; 1 disables.")
+    ] = 0.6,
     max_line_width: Annotated[int, typer.Option(envvar="DW_MAX_LINE_WIDTH", help="Subtitles: characters per line.")] = 42,
     max_line_count: Annotated[int, typer.Option(envvar="DW_MAX_LINE_COUNT", help="Subtitles: lines per cue.")] = 2,
     max_cue_duration: Annotated[float, typer.Option(envvar="DW_MAX_CUE_DURATION", help="Subtitles: seconds per cue at most.")] = 7.0,
@@ -148,17 +210,33 @@ def transcribe(
 
     Each file's outputs are written as soon as it is done (atomically: a temporary file,
     then a rename) as <name>.<format> beside the input or under --output-dir.
+
+    With - as the input and no --output-dir, or with --stdout, the result goes to standard
+    output, and nothing else ever does: progress, errors and the final summary line go to
+    standard error (plain lines when it is not a terminal; JSON lines with --log-json).
+
+    With --skip-existing, a rerun (a cron job, a batch that was killed) transcribes only the
+    inputs whose outputs are missing, or were made by another model or other options.
     """
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr  # stdout carries results only: stray prints from libraries go to stderr
     try:
         status = _transcribe(**locals())
     except DwError as error:
         raise _fail(error) from None
+    except KeyboardInterrupt:
+        print("dw: interrupted", file=sys.stderr)
+        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+    finally:
+        sys.stdout = real_stdout
     raise typer.Exit(int(status))
 
 
-def _transcribe(paths, formats, output_dir, stdout, from_list, null_separated, model, device, dtype,
-                attention, quantize, batch_size, workers, language, task, max_line_width, max_line_count,
-                max_cue_duration, max_cps, quiet, log_json) -> ExitStatus:
+def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, null_separated, model, device, dtype,
+                attention, quantize, batch_size, workers, language, task, long_form, word_timestamps,
+                highlight_words, temperature, compression_ratio_threshold, logprob_threshold,
+                no_speech_threshold, max_line_width, max_line_count,
+                max_cue_duration, max_cps, quiet, log_json, real_stdout) -> ExitStatus:
     from .discover import discover, read_path_list
     from .writers import WriterOptions, parse_formats
     from .subtitles import SubtitleOptions
@@ -169,6 +247,9 @@ def _transcribe(paths, formats, output_dir, stdout, from_list, null_separated, m
         _positive(name, value)
     if task not in ("transcribe", "translate"):
         raise UsageError(f"--task {task}: expected transcribe or translate")
+    if long_form not in ("chunked", "sequential"):
+        raise UsageError(f"--long-form {long_form}: expected chunked or sequential")
+    temperatures = _temperatures(temperature)
     if quantize not in ("none", "int8"):
         raise UsageError(f"--quantize {quantize}: expected none or int8")
     arguments = list(paths or [])
@@ -195,42 +276,65 @@ def _transcribe(paths, formats, output_dir, stdout, from_list, null_separated, m
 
     from .progress import make_reporter
 
-    reporter = make_reporter(quiet, log_json)
-    for missing in found.missing:
-        print(f"Error: {missing}: no such file or directory", file=sys.stderr)
-    if not found.files:
-        return ExitStatus.FILE_FAILED
-
     from .batching import default_workers
     from .decoding import DecodingOptions
+    from .discover import MediaFile
     from .engine import Engine, pick_attention, pick_device, pick_dtype
     from .models import resolve_model
-    from .pipeline import TranscribeOptions, transcribe_files
+    from .pipeline import FileOutcome, TranscribeOptions, transcribe_files
+    from .resume import Recipe, Resume
 
+    reporter = make_reporter(quiet, log_json)
+    settled = [FileOutcome(MediaFile(missing, Path(missing)), "failed", f"{missing}: no such file or directory")
+               for missing in found.missing]
     device_name = pick_device(device)
-    resolved = resolve_model(model, device_name)
-    if resolved.note and not quiet:
-        print(f"dw: {resolved.note}", file=sys.stderr)
-    engine = Engine(
-        resolved,
-        device=device_name,
-        dtype=pick_dtype(dtype, device_name),
-        attention=pick_attention(attention, device_name),
-        quantize=None if quantize == "none" else quantize,
-    )
-    if language and engine.english_only and language != "en":
-        raise UsageError(f"--language {language}: {engine.model_id} is an English-only model")
     options = TranscribeOptions(
         formats=tuple(fmt_list),
         batch_size=batch_size if batch_size > 0 else (32 if device_name.startswith("cuda") else 16),
         workers=workers if workers >= 0 else default_workers(device_name),
-        decoding=DecodingOptions(language=language, task=task),
-        writer=WriterOptions(SubtitleOptions(max_line_width, max_line_count, max_cue_duration, max_cps)),
+        decoding=DecodingOptions(
+            language=language,
+            task=task,
+            word_timestamps=word_timestamps or highlight_words,
+            temperatures=temperatures,
+            compression_ratio_threshold=compression_ratio_threshold or None,
+            logprob_threshold=logprob_threshold,
+            no_speech_threshold=no_speech_threshold if no_speech_threshold < 1 else None,
+        ),
+        writer=WriterOptions(SubtitleOptions(max_line_width, max_line_count, max_cue_duration, max_cps,
+                                             highlight_words=highlight_words)),
         to_stdout=to_stdout,
+        long_form=long_form,
     )
-    summary = transcribe_files(found.files, engine, options, reporter)
-    failed = summary.failed + len(found.missing)
-    return ExitStatus.FILE_FAILED if failed else ExitStatus.OK
+    if {"srt", "vtt"} & set(fmt_list) and not options.decoding.word_timestamps and not quiet:
+        print("dw: note: subtitle cues that split a segment are timed by character count; "
+              "--word-timestamps times them by the words", file=sys.stderr)
+    todo, engine = found.files, None
+    if todo:
+        resolved = resolve_model(model, device_name)
+        if resolved.note and not quiet:
+            print(f"dw: {resolved.note}", file=sys.stderr)
+        dtype_name = pick_dtype(dtype, device_name)
+        quantize_name = None if quantize == "none" else quantize
+        if not to_stdout:
+            recipe = Recipe.of(resolved.model_id, options, dtype=dtype_name, quantize=quantize_name)
+            resume = Resume(recipe, skip_existing)
+            options = replace(options, resume=resume)
+            todo, done = resume.partition(found.files, fmt_list)
+            settled += [FileOutcome(media, "skipped", outputs=[media.output_path(fmt) for fmt in fmt_list])
+                        for media in done]
+    if todo:  # load the model only when something is left to transcribe
+        engine = Engine(
+            resolved,
+            device=device_name,
+            dtype=dtype_name,
+            attention=pick_attention(attention, device_name),
+            quantize=quantize_name,
+        )
+        if language and engine.english_only and language != "en":
+            raise UsageError(f"--language {language}: {engine.model_id} is an English-only model")
+    summary = transcribe_files(todo, engine, options, reporter, stdout=real_stdout, settled=settled)
+    return ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK
 
 
 @models_app.command("convert")

@@ -66,6 +66,14 @@ class DecodingOptions:
     language: str | None = None  # language code, or None to detect per window
     task: str = "transcribe"  # or "translate" (multilingual models only)
     max_new_tokens: int = MAX_NEW_TOKENS
+    word_timestamps: bool = False  # align words with cross-attention + DTW after decoding
+    # Temperature fallback (openai-whisper's): a window whose text compresses too well (a
+    # loop) or whose tokens are too unlikely is decoded again, sampling at the next
+    # temperature; a window that looks like silence is left alone.
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
 
 
 @dataclass
@@ -229,14 +237,18 @@ class GreedyDecoder:
         return self.encoder(features).last_hidden_state
 
     @torch.inference_mode()
-    def decode(self, features: torch.Tensor, options: DecodingOptions) -> list[DecodedWindow]:
-        """Transcribe a batch of log-mel windows (batch, n_mels, 3000) greedily."""
+    def decode(self, features: torch.Tensor, options: DecodingOptions, temperature: float = 0.0) -> list[DecodedWindow]:
+        """Transcribe a batch of log-mel windows (batch, n_mels, 3000): greedy at
+        temperature 0, else sampling."""
         encoder_states = self.encode(features)
-        return self.decode_encoded(encoder_states, options)
+        return self.decode_encoded(encoder_states, options, temperature)
 
     @torch.inference_mode()
-    def decode_encoded(self, encoder_states: torch.Tensor, options: DecodingOptions) -> list[DecodedWindow]:
+    def decode_encoded(self, encoder_states: torch.Tensor, options: DecodingOptions,
+                       temperature: float = 0.0) -> list[DecodedWindow]:
         batch = encoder_states.shape[0]
+        # Sampling is seeded so a rerun gives the same transcript.
+        sampler = torch.Generator(device=encoder_states.device).manual_seed(0) if temperature > 0 else None
         device = encoder_states.device
         cross_kv = self.cross_attention_kv(encoder_states)
         if self.special.multilingual and options.language is None:
@@ -262,7 +274,10 @@ class GreedyDecoder:
         for step in range(max_new):
             rows_generated = generated[active]
             logits = self._apply_rules(logits, rows_generated, step, options, last_timestamp[active])
-            next_tokens = logits.argmax(dim=-1)
+            if sampler is None:
+                next_tokens = logits.argmax(dim=-1)
+            else:
+                next_tokens = torch.multinomial((logits / temperature).softmax(dim=-1), 1, generator=sampler)[:, 0]
             sum_logprob[active] += F.log_softmax(logits, dim=-1).gather(1, next_tokens[:, None])[:, 0]
             generated[active, step] = next_tokens
             is_timestamp = next_tokens >= self.special.timestamp_begin

@@ -8,7 +8,8 @@ the point from which the rest must be decoded again.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,13 +19,11 @@ from .errors import ModelLoadError, UsageError
 from .features import log_mel_batch
 from .models import ResolvedModel
 from .segments import Segment, segments_from_tokens
+from . import vad
+from .timing import AlignmentRequest, WordAligner
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
-# A window whose start is this likely to be silence, and whose text is this unsure, is
-# silence: Whisper's own no-speech rule (openai-whisper's defaults).
-NO_SPEECH_THRESHOLD = 0.6
-LOGPROB_THRESHOLD = -1.0
 # Whisper often stops a window early when its last phrase runs on past the window; when it
 # stops this long before the end of the window, the rest is decoded again from there.
 _RESUME_MIN_REMAINDER_S = 1.0
@@ -79,6 +78,7 @@ class WindowResult:
     segments: list[Segment]
     language: str | None
     resume_at_s: float | None  # decode the window again from here (Whisper stopped early)
+    tokens: list[int] = field(default_factory=list)  # what the decoder emitted
 
 
 def is_silent(samples: np.ndarray) -> bool:
@@ -121,6 +121,7 @@ class Engine:
         self.decoder = GreedyDecoder(
             model, self.special, generation.suppress_tokens, generation.begin_suppress_tokens
         )
+        self.aligner = WordAligner(self.decoder, self.alignment_heads, self.decode_text)
 
     @property
     def english_only(self) -> bool:
@@ -137,24 +138,54 @@ class Engine:
         return self.tokenizer.decode(text_tokens)
 
     def transcribe(self, features, windows: list[Window], options: DecodingOptions) -> list[WindowResult]:
-        """Decode a batch: ``features`` (batch, n_mels, 3000) of ``windows``."""
+        """Decode a batch: ``features`` (batch, n_mels, 3000) of ``windows``.
+
+        Silent windows are skipped; windows that fail the fallback checks are decoded again
+        at the next temperature; with word timestamps, words are aligned afterwards.
+        """
         import torch
 
         audible = [row for row, window in enumerate(windows) if not is_silent(window.samples)]
         results = [WindowResult([], None, None) for _ in windows]
-        if audible:
-            batch = features[audible] if len(audible) < len(windows) else features
-            decoded = self.decoder.decode(batch.to(self.device, getattr(torch, self.dtype)), options)
-            for row, result in zip(audible, decoded):
-                results[row] = self._result(windows[row], result)
+        if not audible:
+            return results
+        batch = features[audible] if len(audible) < len(windows) else features
+        encoded = self.decoder.encode(batch.to(self.device, getattr(torch, self.dtype)))
+        decoded = self.decoder.decode_encoded(encoded, options)
+        for temperature in options.temperatures[1:]:
+            retry = [index for index, result in enumerate(decoded) if self._needs_fallback(result, options)]
+            if not retry:
+                break
+            again = self.decoder.decode_encoded(encoded[retry], options, temperature)
+            for index, result in zip(retry, again):
+                decoded[index] = result
+        for row, result in zip(audible, decoded):
+            results[row] = self._result(windows[row], result, options)
+        if options.word_timestamps:
+            requests = [
+                AlignmentRequest(results[row].segments, windows[row].duration_s, results[row].language, options.task)
+                for row in audible
+            ]
+            self.aligner.align(encoded, requests)
         return results
 
-    def _result(self, window: Window, decoded: DecodedWindow) -> WindowResult:
-        if decoded.no_speech_prob > NO_SPEECH_THRESHOLD and decoded.avg_logprob < LOGPROB_THRESHOLD:
+    def _needs_fallback(self, decoded: DecodedWindow, options: DecodingOptions) -> bool:
+        if _is_no_speech(decoded, options):
+            return False
+        too_repetitive = (
+            options.compression_ratio_threshold is not None
+            and compression_ratio(self.decode_text(decoded.tokens)) > options.compression_ratio_threshold
+        )
+        too_unlikely = options.logprob_threshold is not None and decoded.avg_logprob < options.logprob_threshold
+        return too_repetitive or too_unlikely or decoded.truncated
+
+    def _result(self, window: Window, decoded: DecodedWindow, options: DecodingOptions) -> WindowResult:
+        if _is_no_speech(decoded, options):
             return WindowResult([], decoded.language, None)
         segments, last_timestamp_s, ended_in_pair = segments_from_tokens(
             decoded.tokens, self.special, self.decode_text, window.duration_s
         )
+        vad.tighten(segments, window.samples)
         resume_at = None
         if (
             ended_in_pair
@@ -163,4 +194,17 @@ class Engine:
             and window.duration_s - last_timestamp_s >= _RESUME_MIN_REMAINDER_S
         ):
             resume_at = last_timestamp_s
-        return WindowResult(segments, decoded.language, resume_at)
+        return WindowResult(segments, decoded.language, resume_at, decoded.tokens)
+
+
+def _is_no_speech(decoded: DecodedWindow, options: DecodingOptions) -> bool:
+    """Whisper's silence rule: <|nospeech|> likely and the text itself unlikely."""
+    if options.no_speech_threshold is None or decoded.no_speech_prob <= options.no_speech_threshold:
+        return False
+    return options.logprob_threshold is None or decoded.avg_logprob < options.logprob_threshold
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of text per byte of its zlib compression: high for looping output."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0

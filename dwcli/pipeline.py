@@ -19,6 +19,7 @@ from .chunking import Window
 from .decoding import DecodingOptions
 from .discover import MediaFile
 from .features import log_mel
+from .resume import Resume
 from .segments import Segment, Transcript, timeline
 from .writers import WriterOptions, render, write_atomic
 
@@ -33,6 +34,8 @@ class TranscribeOptions:
     decoding: DecodingOptions = DecodingOptions()
     writer: WriterOptions = WriterOptions()
     to_stdout: bool = False  # write the single format to stdout instead of files
+    long_form: str = "chunked"  # "chunked" (windows cut in pauses, batched) or "sequential"
+    resume: Resume | None = None  # records how each file's outputs were made (--skip-existing)
 
 
 @dataclass
@@ -139,6 +142,22 @@ class _Run:
         for file_index in sorted(touched):
             self._maybe_finish(file_index)
 
+    def sequential(self) -> None:
+        """Whisper's seek-based long-form algorithm instead of pause-cut windows."""
+        from .sequential import sequential_transcripts
+
+        sources = [(index, state.media.source) for index, state in enumerate(self.states)]
+        for event in sequential_transcripts(sources, self.engine, self.options.decoding, self.options.batch_size):
+            if isinstance(event, FileFailed):
+                self._fail(event.file_index, event.message, event.detail)
+                continue
+            state = self.states[event.file_index]
+            state.segments = event.segments
+            state.languages = Counter(event.languages)
+            state.duration_s = event.duration_s
+            self.reporter.advance(event.duration_s)
+            self._maybe_finish(event.file_index)
+
     def _fail(self, file_index: int, message: str, detail: str = "") -> None:
         state = self.states[file_index]
         if state.failed:
@@ -175,6 +194,8 @@ class _Run:
 
     def _write(self, media: MediaFile, transcript: Transcript) -> list[Path]:
         outputs = []
+        resume = None if self.options.to_stdout else self.options.resume
+        previous = resume.forget(media) if resume else None  # no record while outputs change
         for fmt in self.options.formats:
             text = render(transcript, fmt, self.options.writer)
             if self.options.to_stdout:
@@ -184,6 +205,8 @@ class _Run:
                 path = media.output_path(fmt)
                 write_atomic(path, text)
                 outputs.append(path)
+        if resume:
+            resume.remember(media, self.options.formats, previous)  # last: the file is finished
         return outputs
 
 
@@ -199,14 +222,26 @@ def result_options(engine, options: TranscribeOptions) -> dict:
 
 
 def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions, reporter: Reporter,
-                     stdout=None) -> RunSummary:
-    """Transcribe ``files`` with ``engine``, writing each file's outputs when it is done."""
+                     stdout=None, settled: list[FileOutcome] = ()) -> RunSummary:
+    """Transcribe ``files`` with ``engine``, writing each file's outputs when it is done.
+
+    ``settled`` are outcomes decided before the run (inputs skipped as already done, named
+    paths that do not exist): only reported and counted.  With no ``files``, ``engine`` may
+    be None.
+    """
     started = time.monotonic()
     run = _Run(files, engine, options, reporter, stdout or sys.stdout)
-    reporter.start(files)
-    for item in stream_items(files, engine.n_mels, options.workers):
-        run.feed(item)
-    run.drain()
+    reporter.start([*(outcome.media for outcome in settled), *files])
+    for outcome in settled:
+        run.summary.skipped += outcome.status == "skipped"
+        run.summary.failed += outcome.status == "failed"
+        reporter.file_done(outcome)
+    if files and options.long_form == "sequential":
+        run.sequential()
+    else:
+        for item in stream_items(files, engine.n_mels, options.workers) if files else ():
+            run.feed(item)
+        run.drain()
     run.summary.wall_s = time.monotonic() - started
     reporter.finish(run.summary)
     return run.summary

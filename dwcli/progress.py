@@ -107,6 +107,7 @@ class RichReporter(PlainReporter):
         self.started = time.monotonic()
         self.audio_done = 0.0
         self.audio_total = 0.0
+        self.durations: dict[str, float] = {}  # probed length of each input, in seconds
 
     def start(self, files) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -114,7 +115,8 @@ class RichReporter(PlainReporter):
         super().start(files)
         for media in files:
             try:
-                self.audio_total += probe(media.source).duration_s or 0.0
+                self.durations[media.source] = probe(media.source).duration_s or 0.0
+                self.audio_total += self.durations[media.source]
             except DwError:
                 pass  # the failure is reported when the file is decoded
         self.progress = Progress(
@@ -146,6 +148,9 @@ class RichReporter(PlainReporter):
 
     def file_done(self, outcome: FileOutcome) -> None:
         self.done += 1
+        if outcome.status == "skipped":  # its audio will not be transcribed: not part of the bar
+            self.audio_total -= self.durations.get(outcome.media.source, 0.0)
+            self.progress.update(self.task, total=max(self.audio_total, 1e-6))
         if outcome.status == "failed":
             self.console.print(error_line(outcome), markup=False, highlight=False)
             if _debug() and outcome.detail:

@@ -28,13 +28,14 @@ class Segment:
     start: float
     end: float
     text: str
-    words: list[Word] | None = None
+    words: list[Word] | None = None  # with --word-timestamps
+    tokens: list[int] = field(default_factory=list, repr=False, compare=False)  # text tokens
 
     def shifted(self, offset_s: float) -> Segment:
         words = None
         if self.words is not None:
             words = [Word(w.start + offset_s, w.end + offset_s, w.word, w.probability) for w in self.words]
-        return Segment(self.start + offset_s, self.end + offset_s, self.text, words)
+        return Segment(self.start + offset_s, self.end + offset_s, self.text, words, self.tokens)
 
 
 @dataclass
@@ -76,7 +77,8 @@ def segments_from_tokens(
         text = decode_text(text_tokens).strip()
         if text:
             clamped_start = min(max(start, 0.0), window_duration_s)
-            segments.append(Segment(clamped_start, min(max(end, clamped_start), window_duration_s), text))
+            end_clamped = min(max(end, clamped_start), window_duration_s)
+            segments.append(Segment(clamped_start, end_clamped, text, tokens=list(text_tokens)))
 
     for token in tokens:
         if token >= begin:
@@ -116,5 +118,5 @@ def timeline(segments: Iterable[Segment], duration_s: float) -> list[Segment]:
     for segment in drop_repeats(ordered):
         start = min(max(segment.start, result[-1].end if result else 0.0), duration_s)
         end = min(max(segment.end, start), duration_s)
-        result.append(Segment(round(start, 3), round(end, 3), segment.text, segment.words))
+        result.append(Segment(round(start, 3), round(end, 3), segment.text, segment.words, segment.tokens))
     return result

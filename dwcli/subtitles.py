@@ -1,171 +1,408 @@
 """Subtitle shaping: segments -> cues a viewer can read.
 
-A cue holds at most ``max_line_count`` lines of ``max_line_width`` characters and lasts at
-most ``max_cue_duration_s``; long segments are split at word boundaries, preferring a break
-after punctuation.  With word timestamps the split times are the words' own; without them
-time is shared out in proportion to characters.  Cue ends are then stretched, where the
-next cue leaves room, so that no cue asks for more than ``max_cps`` characters per second.
+Each segment is cut into units that a line may break between (words; single characters in
+Chinese and Japanese, which are written without spaces), timed by Whisper's word timestamps
+or, without them, by sharing the segment's time out in proportion to characters (then split
+times are estimates: ``has_word_times`` and ``Cue.estimated`` say so).  A segment is split
+into cues of at most ``max_line_count`` lines of ``max_line_width`` columns lasting at most
+``max_cue_duration_s``, choosing among all the ways to split it the one that ends cues after
+punctuation or in pauses and leaves no orphan (a small dynamic programme, as in Knuth-Plass
+line breaking); lines are balanced the same way.  Finally cues whose text goes by faster than
+``max_cps`` are lengthened into the silence before the next cue.
+
+All times are whole milliseconds, as SRT and WebVTT write them, so rounding can never make
+two cues overlap or a cue last zero milliseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 from .segments import Segment
 
-_PUNCTUATION_BREAK = (".", "?", "!", ",", ";", ":", "…")
-# Break after punctuation once a cue is this full; a cue broken earlier would look ragged.
-_PUNCTUATION_BREAK_FILL = 0.5
-_MIN_CUE_S = 0.001  # players reject zero-length cues
+MS_PER_S = 1000
+_MIN_CUE_MS = 1  # players drop a cue that ends where it starts
+
+# Where a cue or a line may end, best first.
+_SENTENCE_END = frozenset(".?!…。？！")
+_CLAUSE_END = frozenset(",;:—、，；：")
+_CLOSING_QUOTES = "\"'”’»)]）」』"  # looked through: `end."` ends a sentence too
+# Cost of ending a cue after a word, by what the word ends with; a segment's end costs nothing.
+_BREAK_COST = {"sentence": 0.0, "clause": 0.3, "word": 1.0}
+# Every cue costs this much, so a segment that fits one cue stays one cue.
+_CUE_COST = 1.0
+# Times (1 - fill)², fill being the share of the cue's character capacity used: a full cue
+# plus an orphan word costs more than two half-full cues.
+_EMPTY_CUE_COST = 1.0
+# Per second of silence inside a cue: its words show before they are spoken, so a long
+# pause is a good place to end a cue even mid-sentence.
+_SILENCE_COST_PER_S = 0.3
+# Inside a cue lines are balanced first (cost: the sum of (length / width)²); a break after
+# punctuation wins only when the lines stay close to even.
+_LINE_BREAK_WEIGHT = 0.1
+# Lines above the last count this much more, so near-even lines put the longer one at the
+# bottom, as broadcasters prefer.
+_UPPER_LINE_WEIGHT = 1.05
+
+# Line-breaking between characters written without spaces (Chinese, Japanese): never before
+# a closing mark nor after an opening one (the Japanese kinsoku rule, simplified).
+_NO_BREAK_BEFORE = frozenset("、。，．,.:;?!！？：；)）」』】〉》”’…")
+_NO_BREAK_AFTER = frozenset("(（「『【〈《“‘")
+_WIDE = ("W", "F")  # East Asian Width classes: two columns on screen, written without spaces
+_JOINERS = ("Mn", "Mc", "Me", "Cf", "Sk")  # combining marks, ZWJ, emoji modifiers: never split
+_ZERO_WIDTH = ("Mn", "Me", "Cf")  # combining marks and format characters take no column
+# Karaoke: a pause shorter than this keeps the last word underlined, not blinking between words.
+_KARAOKE_BRIDGE_MS = 300
+_WORD = re.compile(r"\s*\S+")
 
 
 @dataclass(frozen=True)
 class SubtitleOptions:
     """Limits for SRT/VTT cues (the defaults follow common broadcast guidelines)."""
 
-    max_line_width: int = 42  # characters per line
+    max_line_width: int = 42  # columns per line (CJK takes two); a longer word gets its own line
     max_line_count: int = 2  # lines per cue
     max_cue_duration_s: float = 7.0  # seconds on screen at most
-    max_cps: float = 20.0  # reading speed: characters per second at most, where time allows
-    highlight_words: bool = False  # karaoke: one cue per word with that word underlined
+    max_cps: float = 20.0  # reading speed: characters per second at most, where gaps allow
+    highlight_words: bool = False  # karaoke: the cue once per word, that word underlined
 
-
-@dataclass(frozen=True)
-class TimedWord:
-    text: str  # without surrounding spaces
-    start: float
-    end: float
+    def __post_init__(self) -> None:
+        for name in ("max_line_width", "max_line_count", "max_cue_duration_s", "max_cps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SubtitleOptions.{name} must be positive, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
 class Cue:
-    """One subtitle: its time span and its text, lines joined by newlines."""
+    """One subtitle: its time span in milliseconds and its lines of words."""
 
-    start: float
-    end: float
-    text: str
+    start_ms: int
+    end_ms: int
+    # Each line's words, each word with the separator written before it (" " or "" where
+    # the script uses no spaces); a line's first separator is not shown.
+    lines: tuple[tuple[str, ...], ...]
+    underline: int | None = None  # karaoke: index (over the cue's words) of the word sung now
+    # A boundary of this cue was estimated (time shared out by characters), not a word time.
+    estimated: bool = False
 
-
-def timed_words(segment: Segment) -> list[TimedWord]:
-    """The segment's words with times: Whisper's word timestamps, or shared out by length."""
-    if segment.words:
-        words = [TimedWord(w.word.strip(), w.start, w.end) for w in segment.words if w.word.strip()]
-        if words:
-            return words
-    pieces = segment.text.split()
-    total = sum(len(piece) + 1 for piece in pieces) or 1
-    span = max(segment.end - segment.start, 0.0)
-    words, cursor = [], segment.start
-    for piece in pieces:
-        duration = span * (len(piece) + 1) / total
-        words.append(TimedWord(piece, cursor, cursor + duration))
-        cursor += duration
-    return words
-
-
-def wrap_lines(words: list[str], width: int) -> list[str]:
-    """Greedy word wrap; a word longer than ``width`` gets a line of its own."""
-    lines: list[str] = []
-    for word in words:
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines
+    def text(self, escape: Callable[[str], str] = str) -> str:
+        """The lines joined by newlines, each word passed through ``escape`` (VTT needs
+        ``&lt;``), the karaoke word in ``<u>…</u>``."""
+        rendered, index = [], 0
+        for line in self.lines:
+            parts = []
+            for position, word in enumerate(line):
+                bare = word.lstrip()
+                shown = escape(bare)
+                if index == self.underline:
+                    shown = f"<u>{shown}</u>"
+                parts.append(shown if position == 0 else word[: len(word) - len(bare)] + shown)
+                index += 1
+            rendered.append("".join(parts))
+        return "\n".join(rendered)
 
 
-def balanced_lines(words: list[str], options: SubtitleOptions) -> list[str]:
-    """Lines for one cue; two lines are balanced (the bottom one not much longer)."""
-    lines = wrap_lines(words, options.max_line_width)
-    if len(lines) == 2 and options.max_line_count >= 2:
-        best = lines
-        for split in range(1, len(words)):
-            top, bottom = " ".join(words[:split]), " ".join(words[split:])
-            if len(top) <= options.max_line_width and len(bottom) <= options.max_line_width:
-                if abs(len(top) - len(bottom)) < abs(len(best[0]) - len(best[1])):
-                    best = [top, bottom]
-        lines = best
-    return lines
+@dataclass(frozen=True)
+class _Unit:
+    """What a line may break between: a word, or one CJK character, with its time."""
+
+    text: str  # with its separator: " word", or "字" after another character
+    start_ms: int
+    end_ms: int
+    start_estimated: bool = False  # shared out by characters, not a word or segment time
+    end_estimated: bool = False
+
+    # Cached: the cue and line searches ask for these many times over.
+    @cached_property
+    def bare(self) -> str:
+        return self.text.lstrip()
+
+    @cached_property
+    def bare_columns(self) -> int:
+        return _columns(self.bare)
+
+    @cached_property
+    def columns(self) -> int:
+        """Columns on screen after another unit on the same line (its separator included)."""
+        return self.bare_columns + len(self.text) - len(self.bare)
+
+    @cached_property
+    def break_cost(self) -> float:
+        """The cost of ending a cue or line after this unit: the less punctuation, the more."""
+        last = self.bare.rstrip(_CLOSING_QUOTES)[-1:]
+        if last in _SENTENCE_END:
+            return _BREAK_COST["sentence"]
+        if last in _CLAUSE_END:
+            return _BREAK_COST["clause"]
+        return _BREAK_COST["word"]
 
 
-def _fits(words: list[str], options: SubtitleOptions) -> bool:
-    return len(wrap_lines(words, options.max_line_width)) <= options.max_line_count
+def has_word_times(segments: Iterable[Segment]) -> bool:
+    """Whether every segment with text has word timestamps; if not, cue splits inside a
+    segment are timed by sharing its time out by characters (the CLI says so)."""
+    return all(_usable_words(segment) or not segment.text.strip() for segment in segments)
 
 
-def _groups(words: list[TimedWord], options: SubtitleOptions) -> Iterator[list[TimedWord]]:
-    """Pack words into cue-sized groups."""
-    capacity = options.max_line_width * options.max_line_count
-    group: list[TimedWord] = []
-    for word in words:
-        candidate = group + [word]
-        too_long = group and (
-            not _fits([w.text for w in candidate], options)
-            or word.end - group[0].start > options.max_cue_duration_s
-        )
-        if too_long:
-            yield group
-            group = [word]
-            continue
-        group = candidate
-        filled = len(" ".join(w.text for w in group)) / capacity
-        if word.text.endswith(_PUNCTUATION_BREAK) and filled >= _PUNCTUATION_BREAK_FILL:
-            yield group
-            group = []
-    if group:
-        yield group
+def shape_cues(
+    segments: Iterable[Segment], options: SubtitleOptions = SubtitleOptions(), end_s: float | None = None
+) -> list[Cue]:
+    """Cues for SRT/VTT that respect ``options``.
 
-
-def shape_cues(segments: Iterable[Segment], options: SubtitleOptions = SubtitleOptions()) -> list[Cue]:
-    """Cues for SRT/VTT that respect ``options``; never empty, never overlapping."""
-    cues: list[Cue] = []
-    for segment in segments:
-        words = timed_words(segment)
-        for group in _groups(words, options):
-            start = max(group[0].start, cues[-1].end if cues else 0.0)
-            end = max(group[-1].end, start)
-            end = min(end, start + options.max_cue_duration_s)
-            if options.highlight_words:
-                cues.extend(_highlighted(group, start, end, options))
-            else:
-                cues.append(Cue(start, end, "\n".join(balanced_lines([w.text for w in group], options))))
-    return _stretch_for_reading(cues, options)
-
-
-def _highlighted(group: list[TimedWord], start: float, end: float, options: SubtitleOptions) -> list[Cue]:
-    """Karaoke: the cue's text once per word, that word underlined, timed to the word."""
-    texts = [w.text for w in group]
+    No cue is empty or lasts zero milliseconds, none overlaps the next, and all lie between
+    the first segment's start and the last one's end, except that a cue too fast to read
+    may run on into the silence before the next cue (the last one: up to ``end_s``, the end
+    of the media, when given).  A word lasting longer than ``max_cue_duration_s`` is cut
+    short.  Segments are never merged: each starts a new cue.
+    """
+    max_ms = max(_MIN_CUE_MS, _ms(options.max_cue_duration_s))
+    groups: list[list[_Unit]] = []
+    first_ms, last_ms = None, 0
+    for start_ms, end_ms, units in _timeline(segments):
+        first_ms = start_ms if first_ms is None else first_ms
+        last_ms = end_ms
+        groups.extend(_split_segment(units, options, max_ms))
+    if not groups:
+        return []
+    spans = [(group[0].start_ms, min(group[-1].end_ms, group[0].start_ms + max_ms)) for group in groups]
+    spans = _settle(spans, first_ms, last_ms)
+    limit_ms = max(last_ms, _ms(end_s)) if end_s is not None else last_ms
+    spans = _lengthen_for_reading(spans, [_characters(group) for group in groups], options, max_ms, limit_ms)
     cues = []
-    for index, word in enumerate(group):
-        shown = texts[:index] + [f"<u>{texts[index]}</u>"] + texts[index + 1:]
-        cue_start = max(word.start, start, cues[-1].end if cues else start)
-        cue_end = group[index + 1].start if index + 1 < len(group) else end
-        cue_end = max(min(cue_end, end), cue_start)
-        if cue_end > cue_start:
-            lines = balanced_lines(texts, options)
-            cues.append(Cue(cue_start, cue_end, "\n".join(_underline_lines(lines, shown))))
+    for (start_ms, end_ms), group in zip(spans, groups):
+        estimated = group[0].start_estimated or group[-1].end_estimated
+        cue = Cue(start_ms, end_ms, _layout(group, options), estimated=estimated)
+        cues.extend(_karaoke(cue, group) if options.highlight_words else [cue])
     return cues
 
 
-def _underline_lines(lines: list[str], shown: list[str]) -> list[str]:
-    """Re-split the underlined words into the same line breaks as the plain lines."""
-    result, cursor = [], 0
-    for line in lines:
-        count = len(line.split())
-        result.append(" ".join(shown[cursor : cursor + count]))
-        cursor += count
-    return result
+def _ms(seconds: float) -> int:
+    return round(seconds * MS_PER_S)
 
 
-def _stretch_for_reading(cues: list[Cue], options: SubtitleOptions) -> list[Cue]:
-    """Lengthen cues that go by too fast to read, into the gap before the next cue; give
-    every cue a positive duration and push a cue that would overlap its predecessor."""
-    result: list[Cue] = []
-    for index, cue in enumerate(cues):
-        start = max(cue.start, result[-1].end if result else 0.0)
-        visible = len(cue.text.replace("<u>", "").replace("</u>", "").replace("\n", " "))
-        wanted = start + min(visible / options.max_cps, options.max_cue_duration_s)
-        next_start = cues[index + 1].start if index + 1 < len(cues) else wanted
-        end = max(cue.end, min(wanted, next_start), start + _MIN_CUE_S)
-        result.append(Cue(round(start, 3), round(end, 3), cue.text))
-    return result
+def _usable_words(segment: Segment) -> bool:
+    return bool(segment.words) and any(word.word.strip() for word in segment.words)
+
+
+def _timeline(segments: Iterable[Segment]) -> Iterator[tuple[int, int, list[_Unit]]]:
+    """Each segment's span (ms) and units, made monotonic: Whisper's times can run backwards
+    at window joins, and word times can stray outside their segment."""
+    cursor = 0
+    for segment in segments:
+        start = max(_ms(segment.start), cursor)
+        end = cursor = max(_ms(segment.end), start)
+        if _usable_words(segment):
+            spans = [(word.word, _ms(word.start), _ms(word.end)) for word in segment.words]
+        else:
+            spans = [(segment.text, start, end)]
+        units: list[_Unit] = []
+        word_cursor = start
+        for text, word_start, word_end in spans:
+            word_start = min(max(word_start, word_cursor), end)
+            word_end = word_cursor = min(max(word_end, word_start), end)
+            units.extend(_share_out(text, word_start, word_end))
+        units = _glue(units)
+        if units:
+            # Segments are separate sentences: a space before each, even in Chinese.
+            units[0] = replace(units[0], text=" " + units[0].bare)
+        yield start, end, units
+
+
+def _share_out(text: str, start_ms: int, end_ms: int) -> list[_Unit]:
+    """Cut ``text`` where lines may break and share its time out by characters."""
+    pieces = _pieces(text)
+    total = sum(len(piece) for piece in pieces)
+    units, done = [], 0
+    for index, piece in enumerate(pieces):
+        piece_start = start_ms + (end_ms - start_ms) * done // total
+        done += len(piece)
+        piece_end = start_ms + (end_ms - start_ms) * done // total
+        units.append(_Unit(piece, piece_start, piece_end, index > 0, index < len(pieces) - 1))
+    return units
+
+
+def _pieces(text: str) -> list[str]:
+    """``" Hello 世界"`` -> ``[" Hello", " 世", "界"]``: whitespace becomes one space."""
+    pieces = []
+    for match in _WORD.finditer(text):
+        bare = match.group().lstrip()
+        current = (" " if match.group()[0].isspace() else "") + bare[0]
+        for previous, char in zip(bare, bare[1:]):
+            if _breakable(previous, char):
+                pieces.append(current)
+                current = ""
+            current += char
+        pieces.append(current)
+    return pieces
+
+
+def _breakable(previous: str, char: str) -> bool:
+    """Whether a line may break between two characters written with no space between."""
+    if char in _NO_BREAK_BEFORE or previous in _NO_BREAK_AFTER:
+        return False
+    if unicodedata.category(char) in _JOINERS or unicodedata.category(previous) in _JOINERS:
+        return False
+    return unicodedata.east_asian_width(previous) in _WIDE or unicodedata.east_asian_width(char) in _WIDE
+
+
+def _glue(units: list[_Unit]) -> list[_Unit]:
+    """Join units no line may break between: Whisper's word list can hold " don" + "'t" or
+    " end" + "." as separate words."""
+    glued: list[_Unit] = []
+    for unit in units:
+        if glued and not unit.text[0].isspace() and not _breakable(glued[-1].text[-1], unit.text[0]):
+            last = glued[-1]
+            glued[-1] = _Unit(
+                last.text + unit.text, last.start_ms, unit.end_ms, last.start_estimated, unit.end_estimated
+            )
+        else:
+            glued.append(unit)
+    return glued
+
+
+def _columns(text: str) -> int:
+    """Width on screen: CJK characters and emoji take two columns, combining marks none."""
+    width = 0
+    for char in text:
+        if unicodedata.category(char) not in _ZERO_WIDTH:
+            width += 2 if unicodedata.east_asian_width(char) in _WIDE else 1
+    return width
+
+
+def _characters(units: Sequence[_Unit]) -> int:
+    """Characters to read in ``units`` (reading speed counts characters, not columns)."""
+    return sum(len(unit.text) for unit in units) - (len(units[0].text) - len(units[0].bare))
+
+
+def _split_segment(units: list[_Unit], options: SubtitleOptions, max_ms: int) -> list[list[_Unit]]:
+    """The cheapest split of one segment's units into cues that fit the limits."""
+    width, capacity = options.max_line_width, options.max_line_width * options.max_line_count
+    best = [0.0] + [math.inf] * len(units)  # best[j]: cheapest split of units[:j]
+    cut = [0] * (len(units) + 1)  # cut[j]: where the last cue of that split starts
+    for i in range(len(units)):
+        lines, silence_ms = 1, 0
+        line_columns = cue_columns = units[i].bare_columns
+        for j in range(i, len(units)):
+            if j > i:
+                cue_columns += units[j].columns
+                silence_ms += units[j].start_ms - units[j - 1].end_ms
+                # Greedy wrapping needs the fewest lines; a too-long word gets its own line.
+                if line_columns + units[j].columns <= width:
+                    line_columns += units[j].columns
+                else:
+                    lines, line_columns = lines + 1, units[j].bare_columns
+                too_long = units[j].end_ms - units[i].start_ms > max_ms
+                if lines > options.max_line_count or too_long:
+                    break
+            fill = min(1.0, cue_columns / capacity)
+            cost = best[i] + _CUE_COST + _EMPTY_CUE_COST * (1.0 - fill) ** 2
+            cost += _SILENCE_COST_PER_S * silence_ms / MS_PER_S
+            if j + 1 < len(units):
+                cost += units[j].break_cost
+            if cost < best[j + 1]:
+                best[j + 1], cut[j + 1] = cost, i
+    groups, end = [], len(units)
+    while end > 0:
+        groups.append(units[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
+
+
+def _layout(units: list[_Unit], options: SubtitleOptions) -> tuple[tuple[str, ...], ...]:
+    """The cue's words in as few lines as fit, as even as possible (the bottom one the
+    longer), broken after punctuation where that costs little evenness."""
+    width, n = options.max_line_width, len(units)
+    count = 1
+    line_columns = units[0].bare_columns
+    for unit in units[1:]:
+        if line_columns + unit.columns <= width:
+            line_columns += unit.columns
+        else:
+            count, line_columns = count + 1, unit.bare_columns
+    if count == 1:
+        return (tuple(unit.text for unit in units),)
+
+    ends = [0]  # ends[j]: columns of units[:j], separators included
+    for unit in units:
+        ends.append(ends[-1] + unit.columns)
+    # best[k][j]: the cheapest way to set units[:j] on k lines; cut[k][j]: where its last
+    # line starts.  A line costs (columns / width)², more for upper lines, plus its break.
+    best = [[math.inf] * (n + 1) for _ in range(count + 1)]
+    cut = [[0] * (n + 1) for _ in range(count + 1)]
+    best[0][0] = 0.0
+    for k in range(1, count + 1):
+        for j in range(k, n + 1) if k < count else (n,):
+            weight, break_cost = (
+                (1.0, 0.0) if j == n else (_UPPER_LINE_WEIGHT, _LINE_BREAK_WEIGHT * units[j - 1].break_cost)
+            )
+            for i in range(j - 1, k - 2, -1):  # longer and longer lines
+                columns = ends[j] - ends[i] - (units[i].columns - units[i].bare_columns)
+                if columns > width and j - i > 1:
+                    break
+                cost = best[k - 1][i] + weight * (columns / width) ** 2 + break_cost
+                if cost <= best[k][j]:  # on a tie the longer last line wins
+                    best[k][j], cut[k][j] = cost, i
+    lines, end = [], n
+    for k in range(count, 0, -1):
+        lines.append(tuple(unit.text for unit in units[cut[k][end] : end]))
+        end = cut[k][end]
+    return tuple(lines[::-1])
+
+
+def _settle(spans: list[tuple[int, int]], first_ms: int, last_ms: int) -> list[tuple[int, int]]:
+    """Give every cue at least a millisecond without overlapping the next.
+
+    Zero-length words and segments (Whisper's, or clamped at the end of the file) pile up:
+    push each cue past the one before, and if the last then runs past ``last_ms``, pull them
+    back from there (possible whenever there are no more cues than milliseconds).
+    """
+    pushed, previous_end = [], first_ms
+    for start, end in spans:
+        start = max(start, previous_end)
+        end = previous_end = max(end, start + _MIN_CUE_MS)
+        pushed.append((start, end))
+    if pushed[-1][1] <= last_ms or len(pushed) * _MIN_CUE_MS > last_ms - first_ms:
+        return pushed
+    pulled, next_start = [], last_ms
+    for start, end in reversed(pushed):
+        end = min(end, next_start)
+        start = next_start = min(start, end - _MIN_CUE_MS)
+        pulled.append((start, end))
+    return pulled[::-1]
+
+
+def _lengthen_for_reading(
+    spans: list[tuple[int, int]], lengths: list[int], options: SubtitleOptions, max_ms: int, limit_ms: int
+) -> list[tuple[int, int]]:
+    """Let each cue stay up long enough to read at ``max_cps``, where the silence before the
+    next cue allows and never beyond ``max_cue_duration_s``; a cue with no room stays fast."""
+    lengthened = []
+    for index, ((start, end), length) in enumerate(zip(spans, lengths)):
+        room_until = spans[index + 1][0] if index + 1 < len(spans) else max(limit_ms, end)
+        wanted = start + min(math.ceil(length * MS_PER_S / options.max_cps), max_ms)
+        lengthened.append((start, max(end, min(wanted, room_until))))
+    return lengthened
+
+
+def _karaoke(cue: Cue, units: list[_Unit]) -> Iterator[Cue]:
+    """The cue once per word, that word underlined while it is spoken; in a pause between
+    words (and before the first, after the last) the cue shows with no word underlined.  A
+    word that lasts no time at all is never underlined."""
+    cursor = cue.start_ms
+    for index, unit in enumerate(units):
+        start = min(max(unit.start_ms, cursor), cue.end_ms)
+        end = min(max(unit.end_ms, start), cue.end_ms)
+        following = units[index + 1].start_ms if index + 1 < len(units) else cue.end_ms
+        if following - end < _KARAOKE_BRIDGE_MS:
+            end = min(max(end, following), cue.end_ms)
+        if start > cursor:
+            yield replace(cue, start_ms=cursor, end_ms=start)
+        if end > start:
+            yield replace(cue, start_ms=start, end_ms=end, underline=index)
+        cursor = end
+    if cue.end_ms > cursor:
+        yield replace(cue, start_ms=cursor)

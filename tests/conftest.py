@@ -20,6 +20,12 @@ DATA = Path(__file__).parent / "data"
 SPEECH = DATA / "speech"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-golden", action="store_true", help="rewrite tests/data/golden from the writers (or DW_UPDATE_GOLDEN=1)"
+    )
+
+
 def pytest_configure(config):
     # One model cache per test session, outside the repository.
     if "DW_CACHE_DIR" not in os.environ:
@@ -116,3 +122,37 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     import jiwer
 
     return jiwer.wer(normalize(reference), normalize(hypothesis))
+
+
+@pytest.fixture(scope="session")
+def dw_env(offline_model) -> dict[str, str]:
+    """Environment for running the ``dw`` executable in a subprocess: this venv's ``dw`` first
+    on PATH, the session's model cache (with tiny.en already converted), no hub, no DW_*
+    settings leaking in from the caller."""
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DW_")}
+    env.update(DW_CACHE_DIR=os.environ["DW_CACHE_DIR"], HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return env
+
+
+def wav_bytes(samples, streamed: bool = False) -> bytes:
+    """16 kHz 16-bit mono WAV of float ``samples``; ``streamed`` leaves the RIFF and data sizes
+    unknown (0xFFFFFFFF), as ffmpeg writes them to a pipe (``ffmpeg -i x -f wav -``)."""
+    import io
+    import struct
+    import wave
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    data = bytearray(buffer.getvalue())
+    if streamed:
+        data[4:8] = data[40:44] = struct.pack("<I", 0xFFFFFFFF)
+    return bytes(data)

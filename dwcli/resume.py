@@ -1,0 +1,181 @@
+"""``--skip-existing``: which inputs a rerun (a cron job, a batch killed half-way) can leave alone.
+
+Beside each input's outputs dw keeps a hidden record, ``.<name>.dw.json``: the model and the
+options that made them, the formats written, and the size and modification time of the
+source.  The record is removed before a file's outputs are rewritten and written (atomically)
+only after the last of them, so a run stopped at any moment, even by ``kill -9``, leaves for
+each file either a record that tells the truth or none; a rerun with ``--skip-existing``
+redoes exactly the files without a matching one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .discover import MediaFile
+from .writers import write_atomic
+
+RECORD_SUFFIX = ".dw.json"
+# Formats whose text also depends on the cue-shaping options (line width, reading speed...).
+_SHAPED_FORMATS = frozenset({"srt", "vtt"})
+# TranscribeOptions fields that change how a run goes, not what it writes.  Every other field
+# (and every field added later) counts, so a new option can cost a redo but never a stale skip.
+_NOT_IN_RESULT = frozenset({"formats", "batch_size", "workers", "to_stdout", "resume", "writer"})
+
+
+def _encode(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)  # paths, enums
+
+
+def _plain(value) -> dict:
+    """Dataclasses and dicts as plain JSON values, so a fresh value equals one read back."""
+    return json.loads(json.dumps(_encode(value) if dataclasses.is_dataclass(value) else value,
+                                 sort_keys=True, default=_encode))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a file's outputs depend on besides the file: the model and the result options."""
+
+    model: str  # the model id the outputs record (hub id, path or offline:tiny.en)
+    options: dict  # decoding, long-form algorithm, dtype, quantization...
+    subtitles: dict  # cue shaping; only srt and vtt depend on it
+
+    @classmethod
+    def of(cls, model: str, run_options, **settings) -> Recipe:
+        """The recipe of a run: its ``TranscribeOptions`` (less what only changes speed or
+        where outputs go) and ``settings`` decided with the model, e.g. ``dtype``, ``quantize``."""
+        options = {field.name: getattr(run_options, field.name) for field in dataclasses.fields(run_options)
+                   if field.name not in _NOT_IN_RESULT}
+        writer = run_options.writer
+        options["writer"] = {field.name: getattr(writer, field.name) for field in dataclasses.fields(writer)
+                             if field.name != "subtitles"}
+        return cls(model, _plain({**options, **settings}), _plain(writer.subtitles))
+
+    def makes_same(self, other: Recipe, formats: Iterable[str]) -> bool:
+        """True when outputs in ``formats`` made by ``other`` are what this recipe would make."""
+        if (self.model, self.options) != (other.model, other.options):
+            return False
+        return self.subtitles == other.subtitles or not _SHAPED_FORMATS.intersection(formats)
+
+
+@dataclass(frozen=True)
+class Record:
+    """The content of a record file: how a file's outputs were made, and from which source."""
+
+    recipe: Recipe
+    formats: tuple[str, ...]
+    source_size: int
+    source_mtime_ns: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "dw": __version__,
+                "model": self.recipe.model,
+                "options": self.recipe.options,
+                "subtitles": self.recipe.subtitles,
+                "formats": list(self.formats),
+                "source_size": self.source_size,
+                "source_mtime_ns": self.source_mtime_ns,
+            },
+            indent=2, sort_keys=True,
+        ) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        """Raises ValueError (json.JSONDecodeError included), KeyError or TypeError when malformed."""
+        data = json.loads(text)
+        recipe = Recipe(str(data["model"]), dict(data["options"]), dict(data["subtitles"]))
+        return cls(recipe, tuple(map(str, data["formats"])), int(data["source_size"]),
+                   int(data["source_mtime_ns"]))
+
+
+def record_path(media: MediaFile) -> Path:
+    """``subs/talk`` -> ``subs/.talk.dw.json``: hidden, beside the outputs it describes."""
+    stem = media.output_stem
+    return stem.with_name(f".{stem.name}{RECORD_SUFFIX}")
+
+
+def _source_stamp(media: MediaFile) -> tuple[int, int] | None:
+    """(size, mtime in ns) of the input, or None for standard input or a vanished file."""
+    if media.is_stdin:
+        return None
+    try:
+        stat = os.stat(media.source)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def read_record(media: MediaFile) -> Record | None:
+    """The record beside ``media``'s outputs, or None when there is none or it is unreadable."""
+    try:
+        return Record.from_json(record_path(media).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Records how each file's outputs were made; with ``skip_existing``, skips finished files."""
+
+    recipe: Recipe
+    skip_existing: bool = False
+
+    def is_done(self, media: MediaFile, formats: Iterable[str]) -> bool:
+        """Every output in ``formats`` exists and was made by this recipe from this source."""
+        formats = list(formats)
+        stamp = _source_stamp(media)
+        record = read_record(media)
+        if stamp is None or record is None:
+            return False
+        return (
+            (record.source_size, record.source_mtime_ns) == stamp
+            and set(formats) <= set(record.formats)
+            and self.recipe.makes_same(record.recipe, formats)
+            and all(media.output_path(fmt).is_file() for fmt in formats)
+        )
+
+    def partition(self, files: list[MediaFile], formats: Iterable[str]) -> tuple[list[MediaFile], list[MediaFile]]:
+        """(files to transcribe, files to skip); nothing is skipped without ``skip_existing``."""
+        formats = list(formats)
+        if not self.skip_existing:
+            return list(files), []
+        todo, done = [], []
+        for media in files:
+            (done if self.is_done(media, formats) else todo).append(media)
+        return todo, done
+
+    def forget(self, media: MediaFile) -> Record | None:
+        """Remove ``media``'s record before its outputs are rewritten; return what it said."""
+        previous = read_record(media)
+        record_path(media).unlink(missing_ok=True)
+        return previous
+
+    def remember(self, media: MediaFile, formats: Iterable[str], previous: Record | None = None) -> None:
+        """Write ``media``'s record once all its outputs in ``formats`` are in place.
+
+        Formats an earlier run made with the same recipe from the same source stay listed
+        while their files exist, so alternating ``--format srt`` and ``--format vtt`` jobs
+        do not redo each other's work.
+        """
+        stamp = _source_stamp(media)
+        if stamp is None:
+            return
+        formats = list(formats)
+        if (previous is not None and previous.recipe == self.recipe
+                and (previous.source_size, previous.source_mtime_ns) == stamp):
+            formats += [fmt for fmt in previous.formats
+                        if fmt not in formats and media.output_path(fmt).is_file()]
+        write_atomic(record_path(media), Record(self.recipe, tuple(formats), *stamp).to_json())

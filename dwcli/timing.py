@@ -1,0 +1,211 @@
+"""Word timestamps: cross-attention of the alignment heads + dynamic time warping.
+
+Some of Whisper's cross-attention heads track which audio frame each text token is read
+from (the checkpoint lists them in ``generation_config.alignment_heads``).  The decoder is
+run once more over a window's text tokens, those heads' attention is normalised, smoothed
+and averaged into a token x frame cost matrix, and the cheapest monotonic path through it
+(DTW) gives each token, and so each word, its start and end frame.  This is the method of
+openai-whisper's ``timing.py``, done here for a whole batch of windows in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .segments import Segment, Word
+
+SECONDS_PER_FRAME = 0.02  # one encoder position = 2 mel frames = 20 ms
+MEDIAN_FILTER_WIDTH = 7  # encoder positions: smooths single-frame attention spikes
+# Words that start a new word when a token begins with them (Whisper's BPE marks word
+# starts with a leading space); punctuation stays glued to the word before it.
+_WORD_START = " "
+_PHRASE_END = (".", "?", "!", ",", ";", ":", "。", "！", "？")
+_MAX_MEDIAN_WORD_S = 0.7
+
+
+@dataclass(frozen=True)
+class AlignmentRequest:
+    """One window to align: its segments (window-local times, each with its text tokens)."""
+
+    segments: list[Segment]
+    duration_s: float
+    language: str | None = None
+    task: str = "transcribe"
+
+
+def _median_filter(weights: torch.Tensor, width: int) -> torch.Tensor:
+    """Median over ``width`` neighbours along the last axis (reflect-padded)."""
+    if weights.shape[-1] <= width // 2:
+        return weights
+    flat = weights.reshape(-1, weights.shape[-1])
+    padded = F.pad(flat, (width // 2, width // 2), mode="reflect")
+    return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(weights.shape)
+
+
+def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Monotonic alignment path through ``cost`` (tokens x frames): (token, frame) indices.
+
+    Computed along anti-diagonals, so each step is one vectorised numpy operation instead
+    of a Python loop over every cell.
+    """
+    rows, cols = cost.shape
+    total = np.full((rows + 1, cols + 1), np.inf)
+    total[0, 0] = 0.0
+    trace = np.zeros((rows + 1, cols + 1), dtype=np.int8)
+    for diagonal in range(2, rows + cols + 1):
+        i = np.arange(max(1, diagonal - cols), min(rows, diagonal - 1) + 1)
+        j = diagonal - i
+        diagonal_step, down, right = total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]
+        choice = np.where((diagonal_step < down) & (diagonal_step < right), 0,
+                          np.where((down < diagonal_step) & (down < right), 1, 2))
+        best = np.choose(choice, [diagonal_step, down, right])
+        total[i, j] = cost[i - 1, j - 1] + best
+        trace[i, j] = choice
+    trace[0, :] = 2
+    trace[:, 0] = 1
+    i, j = rows, cols
+    path = []
+    while i > 0 or j > 0:
+        path.append((i - 1, j - 1))
+        step = trace[i, j]
+        if step == 0:
+            i, j = i - 1, j - 1
+        elif step == 1:
+            i -= 1
+        else:
+            j -= 1
+    path.reverse()
+    indices = np.array(path)
+    return indices[:, 0], indices[:, 1]
+
+
+def _split_words(tokens: list[int], decode) -> list[tuple[str, list[int]]]:
+    """Group BPE tokens into words: a token that decodes with a leading space starts one.
+
+    Tokens are decoded cumulatively, so multi-byte characters split over tokens stay whole.
+    """
+    words: list[tuple[str, list[int]]] = []
+    pending: list[int] = []
+    for token in tokens:
+        pending.append(token)
+        text = decode(pending)
+        if "\ufffd" in text:  # an incomplete UTF-8 sequence: wait for the next token
+            continue
+        if words and not text.startswith(_WORD_START):
+            words[-1] = (words[-1][0] + text, words[-1][1] + pending)
+        else:
+            words.append((text, pending))
+        pending = []
+    if pending:
+        words.append((decode(pending), pending))
+    return words
+
+
+class WordAligner:
+    """Adds ``words`` to segments, using a ``GreedyDecoder``'s model and alignment heads."""
+
+    def __init__(self, decoder, alignment_heads, decode_text):
+        self.decoder = decoder
+        self.decode_text = decode_text
+        layers = len(decoder.decoder.layers)
+        heads = decoder.heads
+        if not alignment_heads:
+            # No list in the checkpoint: openai-whisper's fallback, every head of the upper half.
+            alignment_heads = [[layer, head] for layer in range(layers // 2, layers) for head in range(heads)]
+        self.heads = [(int(layer), int(head)) for layer, head in alignment_heads]
+
+    @torch.inference_mode()
+    def align(self, encoder_states: torch.Tensor, requests: list[AlignmentRequest]) -> None:
+        """Fill ``segment.words`` (window-local times) for every segment of every request.
+
+        ``encoder_states`` is (batch, 1500, d_model), one row per request.
+        """
+        from .decoding import DecodingOptions
+
+        special = self.decoder.special
+        rows = [[token for segment in request.segments for token in segment.tokens] for request in requests]
+        if not any(rows):
+            return
+        # The prompt ends in <|notimestamps|>: alignment reads text tokens only, as openai-whisper does.
+        prompts = [
+            self.decoder._prompt(request.language, DecodingOptions(timestamps=False, task=request.task))
+            for request in requests
+        ]
+        prompt_length = len(prompts[0])
+        length = prompt_length + max(len(text) for text in rows) + 1
+        batch = torch.full((len(rows), length), special.end_of_text, dtype=torch.long, device=encoder_states.device)
+        for row, (prompt, text) in enumerate(zip(prompts, rows)):
+            sequence = prompt + text + [special.end_of_text]
+            batch[row, : len(sequence)] = torch.tensor(sequence)
+        cross_kv = self.decoder.cross_attention_kv(encoder_states)
+        self_kv = self.decoder.new_self_kv(len(rows), length, encoder_states)
+        layers = {layer for layer, _ in self.heads}
+        hidden, weights = self.decoder.forward(batch, 0, self_kv, cross_kv, cross_weights_of=layers)
+        probabilities = self.decoder.logits(hidden).softmax(dim=-1)
+        stacked = torch.stack([weights[layer][:, head] for layer, head in self.heads], dim=1).float()
+        for row, (request, text) in enumerate(zip(requests, rows)):
+            if text:
+                self._align_row(request, text, stacked[row], probabilities[row], prompt_length - 1)
+
+    def _align_row(self, request, text, weights, probabilities, notimestamps_at) -> None:
+        frames = max(1, min(weights.shape[-1], round(request.duration_s / SECONDS_PER_FRAME)))
+        # Rows: <|notimestamps|> and each text token (each row predicts the next token).
+        matrix = weights[:, notimestamps_at : notimestamps_at + len(text) + 1, :frames]
+        std, mean = torch.std_mean(matrix, dim=-2, keepdim=True, unbiased=False)
+        matrix = _median_filter((matrix - mean) / (std + 1e-8), MEDIAN_FILTER_WIDTH).mean(dim=0)
+        token_index, frame_index = dtw((-matrix).double().cpu().numpy())
+        # The frame at which the path first enters each token row is that token's start.
+        jumps = np.pad(np.diff(token_index), (1, 0), constant_values=1).astype(bool)
+        token_starts = frame_index[jumps] * SECONDS_PER_FRAME  # len(text) + 1 entries
+        token_probs = probabilities[notimestamps_at + np.arange(len(text)), torch.tensor(text)].tolist()
+
+        cursor = 0
+        for segment in request.segments:
+            words = []
+            for word, tokens in _split_words(segment.tokens, self.decode_text):
+                first, last = cursor, cursor + len(tokens)
+                cursor = last
+                if not word.strip():
+                    continue
+                start, end = float(token_starts[first]), float(token_starts[last])
+                probability = float(np.mean(token_probs[first:last]))
+                words.append(Word(start, end, word, probability))
+            _fit_into(segment, words)
+
+
+def _trim_pauses(words: list[Word]) -> None:
+    """DTW hands the silence before a word to that word (and after a sentence's last word,
+    to it).  Cap words that are much longer than usual at phrase edges, openai-whisper's
+    heuristic: at most twice the median word duration (itself at most 0.7 s)."""
+    durations = [word.end - word.start for word in words if word.end > word.start]
+    if not durations:
+        return
+    longest = 2 * min(float(np.median(durations)), _MAX_MEDIAN_WORD_S)
+    for index, word in enumerate(words):
+        if word.end - word.start <= longest:
+            continue
+        after_pause = index == 0 or words[index - 1].word.rstrip().endswith(_PHRASE_END)
+        if after_pause:
+            word.start = word.end - longest
+        elif word.word.rstrip().endswith(_PHRASE_END) or index == len(words) - 1:
+            word.end = word.start + longest
+
+
+def _fit_into(segment: Segment, words: list[Word]) -> None:
+    """Clamp words into their segment, keep them monotonic, then tighten the segment's own
+    start/end to its first and last word (attention is sharper than timestamp tokens)."""
+    if not words:
+        segment.words = []
+        return
+    _trim_pauses(words)
+    previous_end = segment.start
+    for word in words:
+        word.start = min(max(word.start, previous_end), segment.end)
+        word.end = min(max(word.end, word.start), segment.end)
+        previous_end = word.end
+    segment.start, segment.end = words[0].start, max(words[-1].end, words[0].start)
+    segment.words = words

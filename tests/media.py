@@ -1,0 +1,76 @@
+"""Test media made on the fly with PyAV: real speech re-encoded into other containers."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def encode_audio(
+    samples: np.ndarray,
+    path: Path,
+    codec: str,
+    rate: int = 16000,
+    channels: int = 1,
+    video: str | None = None,
+    source_rate: int = 16000,
+) -> Path:
+    """Write mono float32 ``samples`` (at ``source_rate``) into ``path`` with ``codec``,
+    resampled to ``rate`` and duplicated to ``channels``; with ``video``, add a video
+    track of that codec (grey frames) as real video files have."""
+    layout = "stereo" if channels == 2 else "mono"
+    with av.open(str(path), mode="w") as container:
+        if video:
+            vstream = container.add_stream(video, rate=10)
+            vstream.width, vstream.height, vstream.pix_fmt = 64, 48, "yuv420p"
+        astream = container.add_stream(codec, rate=rate)
+        astream.layout = layout
+        resampler = av.AudioResampler(format=astream.format.name if astream.format else "fltp", layout=layout, rate=rate)
+        block = 1024
+        interleaved = np.repeat(samples[None, :], channels, axis=0) if channels == 2 else samples[None, :]
+        pts = 0
+        video_frames = int(len(samples) / source_rate * 10) if video else 0
+        written_video = 0
+        for start in range(0, len(samples), block):
+            chunk = np.ascontiguousarray(interleaved[:, start : start + block].astype(np.float32))
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = source_rate
+            frame.pts = pts
+            frame.time_base = Fraction(1, source_rate)
+            pts += chunk.shape[1]
+            for out in resampler.resample(frame):
+                for packet in astream.encode(out):
+                    container.mux(packet)
+            while video and written_video < min(video_frames, pts * 10 // source_rate):
+                image = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 128, np.uint8), format="rgb24")
+                image.pts = written_video
+                for packet in vstream.encode(image.reformat(format="yuv420p")):
+                    container.mux(packet)
+                written_video += 1
+        for out in resampler.resample(None):
+            for packet in astream.encode(out):
+                container.mux(packet)
+        for packet in astream.encode(None):
+            container.mux(packet)
+        if video:
+            for packet in vstream.encode(None):
+                container.mux(packet)
+    return path
+
+
+def video_only(path: Path, seconds: int = 1) -> Path:
+    """A video file with no audio stream."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(seconds * 10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

@@ -1,0 +1,156 @@
+"""--skip-existing decisions: when a file's outputs still stand, and the records that say so.
+
+No model here: the records are about files on disk, so these run in milliseconds.  The end to
+end run (a real batch killed with SIGKILL, then resumed) is in test_unix.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dwcli.decoding import DecodingOptions
+from dwcli.discover import MediaFile
+from dwcli.pipeline import TranscribeOptions
+from dwcli.resume import Recipe, Record, Resume, read_record, record_path
+from dwcli.subtitles import SubtitleOptions
+from dwcli.writers import WriterOptions
+
+FORMATS = ["srt", "txt"]
+
+
+def _recipe(model="offline:tiny.en", language=None, max_line_width=42, quantize=None, **run) -> Recipe:
+    options = TranscribeOptions(decoding=DecodingOptions(language=language),
+                                writer=WriterOptions(SubtitleOptions(max_line_width=max_line_width)), **run)
+    return Recipe.of(model, options, dtype="float32", quantize=quantize)
+
+
+@pytest.fixture
+def media(tmp_path) -> MediaFile:
+    source = tmp_path / "in" / "talk.wav"
+    source.parent.mkdir()
+    source.write_bytes(b"not really audio, but a file with a size and a time")
+    return MediaFile(str(source), tmp_path / "out" / "talk")
+
+
+def _finish(media: MediaFile, resume: Resume, formats=FORMATS) -> None:
+    """What the pipeline does for a finished file: forget, write the outputs, remember."""
+    previous = resume.forget(media)
+    for fmt in formats:
+        media.output_path(fmt).parent.mkdir(parents=True, exist_ok=True)
+        media.output_path(fmt).write_text(fmt)
+    resume.remember(media, formats, previous)
+
+
+def test_record_is_hidden_beside_the_outputs(media):
+    assert record_path(media) == media.output_stem.parent / ".talk.dw.json"
+
+
+def test_finished_file_is_skipped_only_with_skip_existing(media):
+    _finish(media, Resume(_recipe()))
+    assert Resume(_recipe(), skip_existing=True).partition([media], FORMATS) == ([], [media])
+    assert Resume(_recipe(), skip_existing=False).partition([media], FORMATS) == ([media], [])
+
+
+def test_outputs_without_a_record_are_redone(media):
+    """kill -9 after the outputs but before the record: the file counts as unfinished."""
+    _finish(media, Resume(_recipe()))
+    record_path(media).unlink()
+    assert not Resume(_recipe(), True).is_done(media, FORMATS)
+
+
+def test_missing_output_is_redone(media):
+    _finish(media, Resume(_recipe()))
+    media.output_path("txt").unlink()
+    assert not Resume(_recipe(), True).is_done(media, FORMATS)
+    assert Resume(_recipe(), True).is_done(media, ["srt"])
+
+
+def test_format_never_written_is_redone(media):
+    _finish(media, Resume(_recipe()), ["srt"])
+    media.output_path("vtt").write_text("made by hand")
+    assert not Resume(_recipe(), True).is_done(media, ["srt", "vtt"])
+
+
+@pytest.mark.parametrize("other", [
+    _recipe(model="distil-whisper/distil-small.en"),
+    _recipe(language="en"),
+    _recipe(quantize="int8"),
+    _recipe(long_form="sequential"),
+])
+def test_other_model_or_result_option_is_redone(media, other):
+    _finish(media, Resume(_recipe()))
+    assert not Resume(other, True).is_done(media, FORMATS)
+
+
+def test_speed_settings_do_not_matter(media):
+    _finish(media, Resume(_recipe()))
+    assert Resume(_recipe(batch_size=32, workers=4, formats=("json",)), True).is_done(media, FORMATS)
+
+
+def test_cue_shaping_matters_for_subtitles_only(media):
+    _finish(media, Resume(_recipe()))
+    narrower = Resume(_recipe(max_line_width=30), True)
+    assert not narrower.is_done(media, ["srt"])
+    assert narrower.is_done(media, ["txt"])
+
+
+def test_changed_source_is_redone(media):
+    _finish(media, Resume(_recipe()))
+    stat = os.stat(media.source)
+    os.utime(media.source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert not Resume(_recipe(), True).is_done(media, FORMATS)
+
+
+def test_unreadable_record_means_unfinished(media):
+    _finish(media, Resume(_recipe()))
+    record_path(media).write_text("{ truncated")
+    assert read_record(media) is None
+    assert not Resume(_recipe(), True).is_done(media, FORMATS)
+
+
+def test_record_round_trips(media):
+    _finish(media, Resume(_recipe()))
+    record = read_record(media)
+    assert record == Record.from_json(record.to_json())
+    assert record.recipe == _recipe() and record.formats == tuple(FORMATS)
+
+
+def test_formats_of_the_same_recipe_accumulate(media):
+    """Alternating --format srt and --format vtt jobs do not redo each other's work."""
+    resume = Resume(_recipe(), True)
+    _finish(media, resume, ["srt"])
+    _finish(media, resume, ["vtt"])
+    assert set(read_record(media).formats) == {"srt", "vtt"}
+    assert resume.is_done(media, ["srt"]) and resume.is_done(media, ["vtt"])
+
+
+def test_formats_of_another_recipe_are_dropped(media):
+    _finish(media, Resume(_recipe()), ["srt"])
+    _finish(media, Resume(_recipe(language="en")), ["vtt"])
+    assert read_record(media).formats == ("vtt",)
+    assert not Resume(_recipe(language="en"), True).is_done(media, ["srt"])
+
+
+def test_forget_removes_the_record_first(media):
+    resume = Resume(_recipe(), True)
+    _finish(media, resume)
+    previous = resume.forget(media)
+    assert previous is not None and not record_path(media).exists()
+    assert not resume.is_done(media, FORMATS)
+
+
+def test_standard_input_is_never_skipped(tmp_path):
+    stdin = MediaFile("-", tmp_path / "stdin")
+    resume = Resume(_recipe(), True)
+    resume.remember(stdin, ["txt"])
+    assert not record_path(stdin).exists()
+    assert resume.partition([stdin], ["txt"]) == ([stdin], [])
+
+
+def test_vanished_source_is_not_skipped(media):
+    _finish(media, Resume(_recipe()))
+    Path(media.source).unlink()
+    assert not Resume(_recipe(), True).is_done(media, FORMATS)

@@ -1,0 +1,125 @@
+"""Timestamps on real speech: segment boundaries land where the speech really is.
+
+Test files are built from real LibriSpeech utterances (the 10 of test-other 3080-5032,
+cut out of tests/data by their known spans and trimmed of their room tone) joined with
+known silences, so each utterance's true start and end in the file is known.  For every true boundary the nearest
+predicted boundary of the same kind (start/end) is the error; Whisper may split one
+utterance into several segments, which this measure allows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dwcli.audio import SAMPLE_RATE, load_audio
+from dwcli.decoding import DecodingOptions
+from dwcli.discover import discover
+from dwcli.pipeline import Reporter, TranscribeOptions, transcribe_files
+
+MEDIAN_BOUND_S = 0.5
+P90_BOUND_S = 1.0
+# Gaps between utterances, seconds: short pauses to long silences, in a fixed order.
+GAPS_S = [0.8, 2.5, 1.2, 4.0, 0.6, 3.1, 1.7, 5.0, 0.9]
+
+
+def trim_to_speech(clip: np.ndarray) -> np.ndarray:
+    """Cut a LibriSpeech utterance's leading and trailing room tone (~0.2-0.5 s each), so
+    the truth is where the voice starts and stops: the first and last 10 ms whose peak
+    reaches 10% of the clip's peak."""
+    frames = np.abs(clip[: len(clip) // 160 * 160]).reshape(-1, 160).max(axis=1)
+    voiced = np.flatnonzero(frames >= 0.1 * frames.max())
+    return clip[voiced[0] * 160 : (voiced[-1] + 1) * 160]
+
+
+def _write_flac(path, samples):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("flac", rate=SAMPLE_RATE)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((samples * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def joined_files(longform, tmp_path_factory):
+    """Two files (~2 min each) of the same utterances in two orders; with their truths."""
+    audio = load_audio(longform["path"])
+    utterances = [
+        trim_to_speech(audio[round(u["start"] * SAMPLE_RATE) : round(u["end"] * SAMPLE_RATE)])
+        for u in longform["segments"]
+    ]
+    folder = tmp_path_factory.mktemp("joined")
+    files = []
+    for name, order in (("forward.flac", range(10)), ("shuffled.flac", [3, 7, 0, 9, 5, 1, 8, 2, 6, 4])):
+        pieces, truth, cursor = [], [], 0
+        for position, index in enumerate(order):
+            if position:
+                gap = np.zeros(round(GAPS_S[position - 1] * SAMPLE_RATE), np.float32)
+                pieces.append(gap)
+                cursor += len(gap)
+            pieces.append(utterances[index])
+            truth.append((cursor / SAMPLE_RATE, (cursor + len(utterances[index])) / SAMPLE_RATE))
+            cursor += len(utterances[index])
+        path = folder / name
+        _write_flac(path, np.concatenate(pieces))
+        files.append((path, truth))
+    return files
+
+
+def boundary_errors(segments, truth):
+    starts = np.array([segment["start"] for segment in segments])
+    ends = np.array([segment["end"] for segment in segments])
+    errors = []
+    for true_start, true_end in truth:
+        errors.append(float(np.min(np.abs(starts - true_start))))
+        errors.append(float(np.min(np.abs(ends - true_end))))
+    return np.array(errors)
+
+
+@pytest.mark.parametrize("long_form", ["chunked", "sequential"])
+def test_segment_boundaries_are_accurate(engine, joined_files, tmp_path, long_form):
+    files = discover([str(path) for path, _ in joined_files], tmp_path).files
+    options = TranscribeOptions(formats=("json",), batch_size=8, workers=0, long_form=long_form)
+    summary = transcribe_files(files, engine, options, Reporter())
+    assert summary.ok == 2
+    all_errors = []
+    for media, (_, truth) in zip(files, joined_files):
+        result = json.loads(media.output_path("json").read_text())
+        segments = result["segments"]
+        for previous, current in zip(segments, segments[1:]):
+            assert previous["end"] <= current["start"]
+        assert all(0 <= s["start"] <= s["end"] <= result["duration"] for s in segments)
+        all_errors.extend(boundary_errors(segments, truth))
+    errors = np.array(all_errors)
+    median, p90 = float(np.median(errors)), float(np.percentile(errors, 90))
+    print(f"{long_form}: boundary error median {median:.3f} s, p90 {p90:.3f} s, max {errors.max():.3f} s")
+    assert median <= MEDIAN_BOUND_S and p90 <= P90_BOUND_S, (median, p90)
+
+
+def test_word_timestamps_monotonic_inside_segments(engine, joined_files, tmp_path):
+    path, truth = joined_files[1]
+    [media] = discover([str(path)], tmp_path).files
+    options = TranscribeOptions(formats=("json",), batch_size=8, workers=0,
+                                decoding=DecodingOptions(word_timestamps=True))
+    transcribe_files([media], engine, options, Reporter())
+    result = json.loads(media.output_path("json").read_text())
+    previous_end = 0.0
+    count = 0
+    for segment in result["segments"]:
+        assert segment["words"], segment
+        assert "".join(word["word"] for word in segment["words"]).strip() == segment["text"]
+        for word in segment["words"]:
+            assert segment["start"] <= word["start"] <= word["end"] <= segment["end"]
+            assert word["start"] >= previous_end - 1e-6
+            assert 0.0 <= word["probability"] <= 1.0
+            previous_end = word["end"]
+            count += 1
+    assert count > 150

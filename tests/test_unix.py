@@ -1,0 +1,214 @@
+"""dw as a Unix citizen, through the real executable: pipes, lists, signals, cron.
+
+Every transcription here runs the real tiny.en model on real speech in a subprocess, so what
+is checked is what a shell sees: exit statuses, what lands on stdout (only the result), and
+what lands on stderr (plain lines or JSON, never terminal control codes).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pysrt
+import pytest
+
+from conftest import wav_bytes, word_error_rate
+from dwcli import __version__
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+MODEL = ["--model", "offline:tiny.en"]
+CLIP = "260-123286-0001.wav"  # 5 s: "THE HORIZON SEEMS EXTREMELY DISTANT"
+ANSI = "\x1b["
+WAIT_S = 120  # at most this long for a subprocess to reach a point (a loaded CI machine)
+
+
+def dw(*args: str, env: dict, input: bytes | None = None, cwd=None, timeout=WAIT_S) -> subprocess.CompletedProcess:
+    return subprocess.run(["dw", *args], env=env, input=input, cwd=cwd, capture_output=True, timeout=timeout)
+
+
+def shell(command: str, env: dict, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], env=env, cwd=cwd, capture_output=True,
+                          timeout=WAIT_S)
+
+
+def _json_lines(stderr: bytes) -> list[dict]:
+    """Every stderr line must be one JSON object (--log-json)."""
+    return [json.loads(line) for line in stderr.decode().splitlines()]
+
+
+def test_flac_piped_in_gives_only_srt_on_stdout(jfk, dw_env, tmp_path):
+    env = {**dw_env, "TERM": "xterm-256color"}  # a colour terminal type, but stderr is a pipe
+    result = shell(f"cat {shlex.quote(str(jfk['path']))} | dw transcribe - --format srt "
+                   f"--model offline:tiny.en > out.srt", env, tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b""
+    cues = pysrt.open(str(tmp_path / "out.srt"))
+    assert len(cues) >= 1 and "fellow americans" in cues.text.lower()
+    assert (tmp_path / "out.srt").read_text().startswith("1\n00:00:00,")  # nothing but the SRT
+    stderr = result.stderr.decode()
+    assert ANSI not in stderr and "\r" not in stderr
+    assert stderr.splitlines()[-1].startswith("dw: 1 ok, 0 skipped, 0 failed;")
+    assert list(tmp_path.iterdir()) == [tmp_path / "out.srt"]  # no record, no stdin.srt
+
+
+def test_wav_piped_in_as_ffmpeg_writes_it_with_json_log(speech, dw_env, tmp_path):
+    """``ffmpeg -f wav -`` leaves the WAV sizes unknown; read from a real (unseekable) pipe."""
+    from dwcli.audio import load_audio
+
+    (tmp_path / "clip.wav").write_bytes(wav_bytes(load_audio(speech[CLIP]["path"]), streamed=True))
+    result = shell("cat clip.wav | dw transcribe - --format txt --log-json --model offline:tiny.en", dw_env, tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert word_error_rate(speech[CLIP]["text"], result.stdout.decode()) == 0.0
+    events = _json_lines(result.stderr)
+    assert [event["event"] for event in events] == ["file", "summary"]
+    assert events[0]["status"] == "ok" and events[0]["duration_s"] == pytest.approx(5.0, abs=0.05)
+    assert (events[1]["ok"], events[1]["skipped"], events[1]["failed"]) == (1, 0, 0)
+
+
+def test_find_print0_into_from_list(speech, dw_env, tmp_path):
+    folder = tmp_path / "odd names"
+    folder.mkdir()
+    shutil.copy(speech[CLIP]["path"], folder / "a clip.wav")
+    shutil.copy(speech["61-70968-0000.wav"]["path"], folder / "new\nline.wav")
+    (folder / "notes.txt").write_text("not media")
+    result = shell("find 'odd names' -name '*.wav' -print0 | dw transcribe --from-list - -0 "
+                   "--format txt --model offline:tiny.en --log-json", dw_env, tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b""
+    assert word_error_rate(speech[CLIP]["text"], (folder / "a clip.txt").read_text()) == 0.0
+    assert word_error_rate(speech["61-70968-0000.wav"]["text"], (folder / "new\nline.txt").read_text()) <= 0.1
+    assert _json_lines(result.stderr)[-1]["ok"] == 2
+
+
+def _wait_for(predicate, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1].decode()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _batch(speech, folder: Path, copies: int) -> list[Path]:
+    folder.mkdir()
+    for index in range(copies):
+        shutil.copy(speech[CLIP]["path"], folder / f"clip{index}.wav")
+    return sorted(folder.glob("*.wav"))
+
+
+def test_rerun_after_kill_9_redoes_only_unfinished_files(speech, dw_env, tmp_path):
+    videos = tmp_path / "videos"
+    sources = _batch(speech, videos, 3)
+    args = ["transcribe", str(videos), "--format", "srt,txt", "--batch-size", "1", "--workers", "0",
+            "--log-json", *MODEL]
+    process = subprocess.Popen(["dw", *args], env=dw_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: any(videos.glob(".*.dw.json")), process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+    finished = {str(path) for path in sources if (videos / f".{path.stem}.dw.json").exists()}
+    assert 1 <= len(finished) < len(sources), finished
+    rerun = dw(*args, "--skip-existing", env=dw_env)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    events = _json_lines(rerun.stderr)
+    by_status = {status: {e["source"] for e in events if e.get("status") == status} for status in ("ok", "skipped")}
+    assert by_status == {"skipped": finished, "ok": {str(path) for path in sources} - finished}
+    assert (events[-1]["ok"], events[-1]["skipped"], events[-1]["failed"]) == (len(sources) - len(finished),
+                                                                              len(finished), 0)
+    for path in sources:
+        assert "horizon" in path.with_suffix(".txt").read_text().lower()
+        assert "horizon" in pysrt.open(str(path.with_suffix(".srt"))).text.lower()
+    assert not list(videos.glob("*.part"))
+
+    # A third run, for one of the formats, has nothing to do.
+    again = dw("transcribe", str(videos), "--format", "txt", "--skip-existing", *MODEL, env=dw_env)
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stderr.decode().splitlines()[-1].startswith(f"dw: 0 ok, {len(sources)} skipped, 0 failed;")
+
+
+def test_sigint_exits_130(speech, dw_env, tmp_path):
+    videos = tmp_path / "videos"
+    _batch(speech, videos, 3)  # interrupted after the first: the others cost nothing
+    process = subprocess.Popen(["dw", "transcribe", str(videos), "--batch-size", "1", "--workers", "1", *MODEL],
+                               env=dw_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: any(videos.glob("*.txt")), process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 130, stderr.decode()
+    assert stdout == b""
+    assert stderr.decode().splitlines()[-1] == "dw: interrupted"
+    assert "Traceback" not in stderr.decode()
+
+
+@pytest.mark.parametrize("args, status, error", [
+    (["--format", "xyz"], 2, "Error: --format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv or all\n"),
+    (["--model", "/nonexistent"], 3, "Error: model /nonexistent: no such checkpoint directory\n"),
+])
+def test_exit_statuses_of_the_executable(jfk, dw_env, args, status, error):
+    result = dw("transcribe", str(jfk["path"]), *args, env=dw_env)
+    assert (result.returncode, result.stderr.decode(), result.stdout) == (status, error, b"")
+
+
+def test_version_names_dw_torch_transformers_and_ffmpeg(dw_env):
+    result = dw("--version", env=dw_env)
+    assert result.returncode == 0
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == f"dw {__version__}"
+    assert [line.split()[0] for line in lines] == ["dw", "torch", "transformers", "FFmpeg"]
+    assert all(len(line.split()) >= 2 for line in lines)
+
+
+# Runs dw's entry point, then says on stderr which heavy libraries got imported.
+_PROBE = """
+import json, sys
+sys.argv = ["dw"] + sys.argv[1:]
+from dwcli.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "transformers", "numpy", "av"})
+print(json.dumps(heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args, env", [
+    (["--help"], {}),
+    (["transcribe", "--help"], {}),
+    ([], {"_DW_COMPLETE": "complete_bash", "COMP_WORDS": "dw transcribe --for", "COMP_CWORD": "2"}),
+], ids=["help", "transcribe-help", "completion"])
+def test_help_and_completion_import_no_heavy_library(dw_env, args, env):
+    result = subprocess.run([sys.executable, "-c", _PROBE, *args], env={**dw_env, **env}, capture_output=True,
+                            timeout=WAIT_S)
+    assert json.loads(result.stderr.decode().splitlines()[-1]) == [], result.stderr.decode()
+    assert result.stdout  # help, or the completion answer
+    if env:
+        assert result.stdout.decode().split() == ["--format"]
+
+
+def test_crontab_line_from_readme(speech, dw_env, tmp_path):
+    """The README's crontab line, run as cron runs it: /bin/sh, a bare environment, no terminal."""
+    line = next(line.strip() for line in README.read_text().splitlines() if line.strip().startswith("0 3 * * * "))
+    command = line.split(maxsplit=5)[5]
+    log = tmp_path / "dw.log"
+    assert "cd /data" in command and "/var/log/dw.log" in command
+    command = command.replace("cd /data", f"cd {shlex.quote(str(tmp_path))}").replace("/var/log/dw.log", str(log))
+    videos = tmp_path / "videos"
+    _batch(speech, videos, 1)
+    cron_env = {"PATH": dw_env["PATH"], "HOME": str(tmp_path), "SHELL": "/bin/sh", "LOGNAME": "cron",
+                "DW_CACHE_DIR": dw_env["DW_CACHE_DIR"], "HF_HUB_OFFLINE": "1"}
+    for night in range(2):
+        result = subprocess.run(["/bin/sh", "-c", command], env=cron_env, stdin=subprocess.DEVNULL,
+                                capture_output=True, timeout=WAIT_S)
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"", b""), result
+    events = _json_lines(log.read_bytes())
+    assert [(e["event"], e.get("status")) for e in events] == [
+        ("file", "ok"), ("summary", None), ("file", "skipped"), ("summary", None)]
+    assert "horizon" in pysrt.open(str(videos / "clip0.srt")).text.lower()

@@ -1,0 +1,334 @@
+"""Writers: golden files for every format, each output parsed back, and atomic writes.
+
+The golden files in tests/data/golden are the writers' output for the transcripts below.
+After an intended change, regenerate them and review the diff:
+
+    pytest tests/test_writers.py --update-golden      # or DW_UPDATE_GOLDEN=1 pytest ...
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pysrt
+import pytest
+
+from dwcli import writers
+from dwcli.errors import UsageError
+from dwcli.segments import Segment, Transcript, Word
+from dwcli.subtitles import SubtitleOptions, shape_cues
+from dwcli.writers import WRITERS, WriterOptions, parse_formats, render, write_atomic
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+SUBTITLE_FORMATS = ("srt", "vtt")
+
+
+def spoken(text: str, start: float, seconds_per_word: float) -> list[Word]:
+    """Words as Whisper gives them (leading space), evenly paced from ``start``."""
+    words = []
+    for index, word in enumerate(text.split()):
+        word_start = start + index * seconds_per_word
+        words.append(Word(round(word_start, 3), round(word_start + 0.8 * seconds_per_word, 3), " " + word, 0.9))
+    return words
+
+
+def with_words(words: list[Word]) -> Segment:
+    return Segment(words[0].start, words[-1].end, "".join(word.word for word in words).strip(), words)
+
+
+def transcript(segments: list[Segment], duration_s: float) -> Transcript:
+    return Transcript(
+        source="talk.mp4",
+        duration_s=duration_s,
+        language="en",
+        model_id="distil-whisper/distil-small.en",
+        segments=segments,
+        options={"task": "transcribe"},
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    transcript: Transcript
+    options: WriterOptions = WriterOptions()
+    formats: tuple[str, ...] = tuple(WRITERS)
+
+
+GOOD_MORNING = [
+    *spoken("Good morning.", 0.5, 0.45),
+    # A pause, then more than 7 s of steady speech.
+    *spoken("Today we start early, and we will keep going until every single question "
+            "that you sent us has been answered properly.", 3.0, 0.4),
+]
+SPLIT_PUNCTUATION = [  # Whisper can give punctuation as a word of its own, and zero-length words
+    Word(14.0, 14.3, " It", 0.8), Word(14.3, 14.9, " ends", 0.95), Word(14.9, 14.9, ".", 0.5),
+]
+LONG_WORD = "Donaudampfschifffahrtselektrizitätenhauptbetriebswerkbauunterbeamtengesellschaft"
+URL = "https://example.com/a/very/long/path/that/never/seems/to/end/at/all"
+
+CASES = {
+    "plain": Case(transcript([
+        Segment(0.0, 2.5, "Hello, and welcome to the show."),
+        Segment(2.5, 11.0, "Today we are talking about subtitles: how long a line may be, how fast people "
+                           "read, and why a cue should never stay up for more than seven seconds."),
+        Segment(12.0, 12.3, "Thanks!"),  # too short to read: runs on into the silence
+    ], duration_s=15.0)),
+    "words": Case(transcript([with_words(GOOD_MORNING), with_words(SPLIT_PUNCTUATION)], duration_s=20.0)),
+    "karaoke": Case(
+        transcript([with_words(GOOD_MORNING), with_words(SPLIT_PUNCTUATION)], duration_s=20.0),
+        WriterOptions(SubtitleOptions(highlight_words=True)),
+        SUBTITLE_FORMATS,
+    ),
+    "long_word": Case(transcript([
+        Segment(0.0, 4.0, f"The word {LONG_WORD} is long."),
+        with_words([Word(5.0, 5.4, " See", 0.9), Word(5.4, 7.6, " " + URL, 0.6), Word(7.6, 8.0, " today.", 0.9)]),
+    ], duration_s=8.0)),
+    "unicode": Case(transcript([
+        Segment(0.0, 3.0, "Ça va? Naïve façade, smörgåsbord — déjà vu! 🎉"),
+        Segment(3.0, 5.0, 'Tom & Jerry <3 "quotes" --> arrows'),
+        Segment(5.0, 9.0, "東京タワーは日本で一番有名な観光地の一つです。毎年たくさんの人が訪れます。"),
+        Segment(9.0, 10.5, "Привет, мир. مرحبا بالعالم"),
+        with_words([Word(10.5, 10.9, " 你", 0.9), Word(10.9, 11.2, "好", 0.9), Word(11.2, 11.5, "。", 0.9)]),
+    ], duration_s=12.0)),
+    "hours": Case(transcript([
+        Segment(3599.2, 3601.7, "Crossing the hour."),
+        with_words(spoken("An hour, two minutes and five seconds in.", 3725.25, 0.5)),
+        Segment(36000.0, 36002.5, "Ten hours."),
+    ], duration_s=36010.0)),
+    "empty": Case(transcript([], duration_s=12.0)),
+}
+GOLDEN_FILES = [(name, fmt) for name, case in CASES.items() for fmt in case.formats]
+
+
+def rendered(name: str, fmt: str) -> str:
+    case = CASES[name]
+    return render(case.transcript, fmt, case.options)
+
+
+def expected_cues(name: str):
+    case = CASES[name]
+    return shape_cues(case.transcript.segments, case.options.subtitles, end_s=case.transcript.duration_s)
+
+
+# -- golden files ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden", default=False)) or os.environ.get("DW_UPDATE_GOLDEN") == "1"
+
+
+@pytest.mark.parametrize("name, fmt", GOLDEN_FILES, ids=[f"{name}.{fmt}" for name, fmt in GOLDEN_FILES])
+def test_output_matches_golden_file(name, fmt, update_golden):
+    path = GOLDEN / f"{name}.{fmt}"
+    text = rendered(name, fmt)
+    if update_golden:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8"))
+    assert path.exists(), f"no golden file {path.name}: run pytest tests/test_writers.py --update-golden"
+    assert text == path.read_bytes().decode("utf-8")
+
+
+def test_every_golden_file_belongs_to_a_case():
+    expected = {f"{name}.{fmt}" for name, fmt in GOLDEN_FILES}
+    assert {path.name for path in GOLDEN.iterdir()} == expected
+
+
+# -- parsing the outputs back ----------------------------------------------------------------
+
+SUBTITLE_CASES = [name for name, case in CASES.items() if "srt" in case.formats]
+DATA_CASES = [name for name, case in CASES.items() if "json" in case.formats]
+
+
+def _no_space(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+@pytest.mark.parametrize("name", SUBTITLE_CASES)
+def test_srt_parses_back_with_pysrt(name):
+    items = pysrt.from_string(rendered(name, "srt"), error_handling=pysrt.ERROR_RAISE)
+    cues = expected_cues(name)
+    assert [item.index for item in items] == list(range(1, len(cues) + 1))
+    assert [(item.start.ordinal, item.end.ordinal) for item in items] == [(cue.start_ms, cue.end_ms) for cue in cues]
+    assert [item.text for item in items] == [cue.text() for cue in cues]
+
+
+_VTT_TIME = r"(\d{2,}):([0-5]\d):([0-5]\d)\.(\d{3})"
+_VTT_TIMING = re.compile(rf"{_VTT_TIME} --> {_VTT_TIME}")
+_VTT_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+
+
+def _vtt_ms(hours: int, minutes: int, seconds: int, milliseconds: int) -> int:
+    return ((hours * 60 + minutes) * 60 + seconds) * 1000 + milliseconds
+
+
+def parse_vtt(text: str) -> list[tuple[int, int, str]]:
+    """A strict reader for what dw writes: ``WEBVTT``, a blank line, then cues of a timing
+    line and text lines, each followed by a blank line; text holds only <u> tags and the
+    three entities.  Returns (start_ms, end_ms, unescaped text)."""
+    assert text.startswith("WEBVTT\n\n"), "header"
+    body = text[len("WEBVTT\n\n"):]
+    if not body:
+        return []
+    assert body.endswith("\n\n") and "\n\n\n" not in body, "cues are separated by one blank line"
+    cues = []
+    for block in body[:-2].split("\n\n"):
+        timing, *lines = block.split("\n")
+        match = _VTT_TIMING.fullmatch(timing)
+        assert match, f"timing line {timing!r}"
+        fields = [int(field) for field in match.groups()]
+        start, end = _vtt_ms(*fields[:4]), _vtt_ms(*fields[4:])
+        assert lines and all(line.strip() for line in lines), "cue text"
+        payload = "\n".join(lines)
+        assert "-->" not in payload
+        assert not re.search(r"<(?!/?u>)", payload), "only <u> tags"
+        assert not re.search(r"&(?!amp;|lt;|gt;)", payload), "only &amp; &lt; &gt;"
+        assert not re.search(r">", re.sub(r"</?u>", "", payload)), "a bare >"
+        cues.append((start, end, re.sub("&(amp|lt|gt);", lambda entity: _VTT_ENTITIES[entity.group()], payload)))
+    return cues
+
+
+@pytest.mark.parametrize("name", SUBTITLE_CASES)
+def test_vtt_parses_back_with_a_strict_reader(name):
+    cues = expected_cues(name)
+    assert parse_vtt(rendered(name, "vtt")) == [(cue.start_ms, cue.end_ms, cue.text()) for cue in cues]
+
+
+@pytest.mark.parametrize("name", [name for name in SUBTITLE_CASES if not CASES[name].options.subtitles.highlight_words])
+def test_subtitles_hold_every_character_of_the_transcript(name):
+    items = pysrt.from_string(rendered(name, "srt"), error_handling=pysrt.ERROR_RAISE)
+    assert _no_space("".join(item.text for item in items)) == _no_space(CASES[name].transcript.text)
+
+
+@pytest.mark.parametrize("name", DATA_CASES)
+def test_json_parses_back_to_the_transcript(name):
+    source = CASES[name].transcript
+    data = json.loads(rendered(name, "json"))
+    assert {"text", "language", "duration", "model", "segments"} <= data.keys()
+    assert (data["text"], data["language"], data["duration"], data["model"]) == (
+        source.text, source.language, source.duration_s, source.model_id,
+    )
+    assert [segment["id"] for segment in data["segments"]] == list(range(len(source.segments)))
+    for entry, segment in zip(data["segments"], source.segments, strict=True):
+        assert entry["start"] == round(segment.start, 3) and entry["end"] == round(segment.end, 3)
+        assert entry["text"] == segment.text
+        if segment.words is None:
+            assert "words" not in entry
+            continue
+        assert [(w["word"], w["start"], w["end"], w["probability"]) for w in entry["words"]] == [
+            (w.word, round(w.start, 3), round(w.end, 3), round(w.probability, 4)) for w in segment.words
+        ]
+
+
+@pytest.mark.parametrize("name", DATA_CASES)
+def test_tsv_parses_back_with_integer_milliseconds(name):
+    rows = list(csv.reader(io.StringIO(rendered(name, "tsv")), delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert rows[0] == ["start", "end", "text"]
+    segments = CASES[name].transcript.segments
+    assert rows[1:] == [[str(round(s.start * 1000)), str(round(s.end * 1000)), s.text] for s in segments]
+
+
+@pytest.mark.parametrize("name", DATA_CASES)
+def test_txt_is_one_segment_per_line(name):
+    assert rendered(name, "txt").splitlines() == [segment.text for segment in CASES[name].transcript.segments]
+
+
+def test_tsv_and_json_keep_awkward_text_intact():
+    awkward = transcript([Segment(0.0, 1.0, 'tab\there, "quoted"\nnewline')], duration_s=1.0)
+    rows = list(csv.reader(io.StringIO(render(awkward, "tsv", WriterOptions())), delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert rows[1] == ["0", "1000", 'tab here, "quoted" newline']
+    assert json.loads(render(awkward, "json", WriterOptions()))["segments"][0]["text"] == awkward.segments[0].text
+
+
+def test_parse_formats():
+    assert parse_formats("srt, VTT,.srt") == ["srt", "vtt"]
+    assert parse_formats("all") == list(WRITERS)
+    with pytest.raises(UsageError, match="unknown format docx"):
+        parse_formats("srt,docx")
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+
+
+def test_write_atomic_writes_the_text_and_leaves_nothing_else(tmp_path):
+    target = tmp_path / "out" / "talk.srt"
+    write_atomic(target, "première ligne\n")
+    assert target.read_bytes() == "première ligne\n".encode("utf-8")
+    assert os.listdir(target.parent) == ["talk.srt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    # Readable like any new file (tempfile.mkstemp would leave it private: 0600).
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_write_atomic_replaces_a_file_and_keeps_its_permissions(tmp_path):
+    target = tmp_path / "talk.srt"
+    target.write_text("old")
+    target.chmod(0o640)
+    write_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["talk.srt"]
+
+
+class _DiskFullMidWrite:
+    """A file stream that writes half of what it is given, then fails like a full disk."""
+
+    def __init__(self, stream, seen: list):
+        self.stream, self.seen = stream, seen
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stream.close()
+
+    def write(self, text: str) -> int:
+        self.stream.write(text[: len(text) // 2])
+        self.stream.flush()
+        self.seen.append(os.fstat(self.stream.fileno()).st_size)  # the partial temporary file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("existing", [None, "the previous subtitles\n"])
+def test_a_write_failing_midway_leaves_no_partial_file_and_no_temporary(tmp_path, monkeypatch, existing):
+    target = tmp_path / "talk.vtt"
+    if existing is not None:
+        target.write_text(existing)
+    real_fdopen, seen = os.fdopen, []
+    monkeypatch.setattr(
+        writers.os, "fdopen", lambda *args, **kwargs: _DiskFullMidWrite(real_fdopen(*args, **kwargs), seen)
+    )
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, rendered("plain", "vtt"))
+    assert seen and seen[0] > 0, "the failure came after part of the text was written"
+    if existing is None:
+        assert os.listdir(tmp_path) == []
+    else:
+        assert os.listdir(tmp_path) == ["talk.vtt"] and target.read_text() == existing
+
+
+def test_an_interrupt_before_the_rename_leaves_no_temporary(tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writers.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "talk.srt", "text")
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_atomic_draws_a_new_temporary_name_when_one_is_taken(tmp_path, monkeypatch):
+    names = iter(["taken", "taken", "free"])
+    monkeypatch.setattr(writers.secrets, "token_hex", lambda size: next(names))
+    (tmp_path / ".talk.srt.taken.part").write_text("another writer's")
+    write_atomic(tmp_path / "talk.srt", "text")
+    assert (tmp_path / "talk.srt").read_text() == "text"
+    assert sorted(os.listdir(tmp_path)) == [".talk.srt.taken.part", "talk.srt"]
