@@ -92,6 +92,18 @@ def _temperatures(value: str) -> tuple[float, ...]:
     return temperatures
 
 
+def _note(message: str, quiet: bool, log_json: bool) -> None:
+    """A remark on stderr: ``dw: message``, or a JSON object under --log-json (whose every
+    line must parse), or nothing under --quiet."""
+    if log_json:
+        import json
+        import time
+
+        print(json.dumps({"time": round(time.time(), 3), "event": "note", "message": message}), file=sys.stderr)
+    elif not quiet:
+        print(f"dw: {message}", file=sys.stderr)
+
+
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise UsageError(f"{name} must be positive, got {value:g}")
@@ -306,14 +318,14 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
         to_stdout=to_stdout,
         long_form=long_form,
     )
-    if {"srt", "vtt"} & set(fmt_list) and not options.decoding.word_timestamps and not quiet:
-        print("dw: note: subtitle cues that split a segment are timed by character count; "
-              "--word-timestamps times them by the words", file=sys.stderr)
+    if {"srt", "vtt"} & set(fmt_list) and not options.decoding.word_timestamps:
+        _note("note: subtitle cues that split a segment are timed by character count; "
+              "--word-timestamps times them by the words", quiet, log_json)
     todo, engine = found.files, None
     if todo:
         resolved = resolve_model(model, device_name)
-        if resolved.note and not quiet:
-            print(f"dw: {resolved.note}", file=sys.stderr)
+        if resolved.note:
+            _note(resolved.note, quiet, log_json)
         dtype_name = pick_dtype(dtype, device_name)
         quantize_name = None if quantize == "none" else quantize
         if not to_stdout:

@@ -161,12 +161,24 @@ class Engine:
                 decoded[index] = result
         for row, result in zip(audible, decoded):
             results[row] = self._result(windows[row], result, options)
-        if options.word_timestamps:
+        # Words are needed when asked for, and to split a segment Whisper ran across a pause.
+        needs_words = [
+            index for index, row in enumerate(audible)
+            if results[row].segments and (
+                options.word_timestamps or vad.needs_split(results[row].segments, windows[row].samples))
+        ]
+        if needs_words:
             requests = [
                 AlignmentRequest(results[row].segments, windows[row].duration_s, results[row].language, options.task)
-                for row in audible
+                for row in (audible[index] for index in needs_words)
             ]
-            self.aligner.align(encoded, requests)
+            self.aligner.align(encoded[needs_words], requests)
+            for index in needs_words:
+                result = results[audible[index]]
+                result.segments[:] = vad.split_at_pauses(result.segments, windows[audible[index]].samples)
+                if not options.word_timestamps:
+                    for segment in result.segments:
+                        segment.words = None
         return results
 
     def _needs_fallback(self, decoded: DecodedWindow, options: DecodingOptions) -> bool:

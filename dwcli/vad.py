@@ -24,6 +24,14 @@ _LOUD_PERCENTILE = 95
 _FLOOR_PERCENTILE = 10
 # Keep this much margin around the trimmed edges (consonant onsets are quiet).
 _MARGIN_S = 0.1
+# A pause between phrases: at least this long.  A shared border moves into the pause whose
+# middle is at most _SNAP_DISTANCE_S away, leaving neither segment shorter than _MIN_SEGMENT_S.
+_MIN_PAUSE_S = 0.3
+_SNAP_DISTANCE_S = 2.0
+_MIN_SEGMENT_S = 0.3
+# Whisper sometimes runs one segment across a long silence (often in sequential mode, when a
+# window starts mid-phrase); a pause this long inside a segment splits it, at the words.
+_SPLIT_PAUSE_S = 0.8
 
 
 def frame_levels_db(samples: np.ndarray) -> np.ndarray:
@@ -48,14 +56,40 @@ def speech_frames(samples: np.ndarray) -> np.ndarray:
     return levels >= threshold
 
 
+def _pauses(active: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) seconds of every run of non-speech frames at least _MIN_PAUSE_S long."""
+    padded = np.concatenate([[True], active, [True]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    runs = edges.reshape(-1, 2)  # falling edge (pause starts), rising edge (pause ends)
+    return [(a * FRAME_S, b * FRAME_S) for a, b in runs if (b - a) * FRAME_S >= _MIN_PAUSE_S]
+
+
+def _snap_shared_boundaries(segments: list[Segment], active: np.ndarray) -> None:
+    """Where one segment ends exactly where the next begins, Whisper put the border
+    somewhere in the speech; move it into the nearest pause, if one is close."""
+    pauses = _pauses(active)
+    for before, after in zip(segments, segments[1:]):
+        border = before.end
+        if abs(after.start - border) > FRAME_S or not pauses:
+            continue
+        start, end = min(pauses, key=lambda pause: abs((pause[0] + pause[1]) / 2 - border))
+        if abs((start + end) / 2 - border) > _SNAP_DISTANCE_S:
+            continue
+        new_end, new_start = start + _MARGIN_S, end - _MARGIN_S
+        if new_end - before.start >= _MIN_SEGMENT_S and after.end - new_start >= _MIN_SEGMENT_S:
+            before.end, after.start = new_end, max(new_start, new_end)
+
+
 def tighten(segments: list[Segment], samples: np.ndarray) -> None:
     """Move each segment's start/end (window-local) onto the speech inside it, in place.
 
-    A segment with no loud frame at all is left as it is (the model heard something).
+    Borders shared by two segments move into a nearby pause first.  A segment with no
+    loud frame at all is left as it is (the model heard something).
     """
     active = speech_frames(samples)
     if len(active) == 0 or active.all():
         return
+    _snap_shared_boundaries(segments, active)
     for segment in segments:
         first = int(segment.start / FRAME_S)
         last = min(int(np.ceil(segment.end / FRAME_S)), len(active))
@@ -66,3 +100,47 @@ def tighten(segments: list[Segment], samples: np.ndarray) -> None:
         end = min(segment.end, (first + inside[-1] + 1) * FRAME_S + _MARGIN_S)
         if end > start:
             segment.start, segment.end = start, end
+
+
+def long_inner_pauses(segment: Segment, active: np.ndarray) -> list[tuple[float, float]]:
+    """Pauses of at least _SPLIT_PAUSE_S lying wholly inside ``segment``."""
+    return [
+        (start, end)
+        for start, end in _pauses(active)
+        if end - start >= _SPLIT_PAUSE_S and start > segment.start and end < segment.end
+    ]
+
+
+def needs_split(segments: list[Segment], samples: np.ndarray) -> bool:
+    """Whether any segment holds a long pause (and so needs word times to be split)."""
+    active = speech_frames(samples)
+    return len(active) > 0 and not active.all() and any(long_inner_pauses(s, active) for s in segments)
+
+
+def split_at_pauses(segments: list[Segment], samples: np.ndarray) -> list[Segment]:
+    """Split segments that have words at the long pauses inside them."""
+    active = speech_frames(samples)
+    if len(active) == 0 or active.all():
+        return segments
+    result: list[Segment] = []
+    for segment in segments:
+        pieces = [segment]
+        for pause_start, pause_end in long_inner_pauses(segment, active):
+            current = pieces[-1]
+            if not current.words:
+                break
+            middle = (pause_start + pause_end) / 2
+            before = [w for w in current.words if (w.start + w.end) / 2 < middle]
+            after = [w for w in current.words if (w.start + w.end) / 2 >= middle]
+            if not before or not after:
+                continue
+            pieces[-1] = Segment(current.start, max(pause_start + _MARGIN_S, before[-1].start),
+                                 "".join(w.word for w in before).strip(), before)
+            pieces.append(Segment(min(pause_end - _MARGIN_S, after[0].end), current.end,
+                                  "".join(w.word for w in after).strip(), after))
+        for piece in pieces:
+            for word in piece.words or []:
+                word.start = min(max(word.start, piece.start), piece.end)
+                word.end = min(max(word.end, word.start), piece.end)
+        result.extend(pieces)
+    return result

@@ -39,8 +39,10 @@ def shell(command: str, env: dict, cwd) -> subprocess.CompletedProcess:
 
 
 def _json_lines(stderr: bytes) -> list[dict]:
-    """Every stderr line must be one JSON object (--log-json)."""
-    return [json.loads(line) for line in stderr.decode().splitlines()]
+    """The file and summary events; every stderr line must be one JSON object (--log-json)."""
+    events = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert all(isinstance(event, dict) and "event" in event for event in events)
+    return [event for event in events if event["event"] != "note"]
 
 
 def test_flac_piped_in_gives_only_srt_on_stdout(jfk, dw_env, tmp_path):
