@@ -19,6 +19,7 @@ import torch.nn.functional as F
 SECONDS_PER_TIMESTAMP = 0.02  # one timestamp token step = 2 encoder frames = 20 ms
 MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the decoder's 448 positions
 MAX_INITIAL_TIMESTAMP_S = 1.0  # the first segment must start within the first second
+_MIN_UNREAD_SPEECH_S = 0.5  # speech left after the last timestamp that keeps decoding going
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,19 @@ class DecodedWindow:
 class GreedyDecoder:
     """Greedy decoding for a transformers ``WhisperForConditionalGeneration``."""
 
-    def __init__(self, model, special: SpecialTokens, suppress_tokens, begin_suppress_tokens):
+    def __init__(self, model, special: SpecialTokens, suppress_tokens, begin_suppress_tokens,
+                 encoder_autocast=None, projection_dtype=None, encoder_micro_batch: int = 0):
         self.model = model
         self.encoder = model.model.encoder
         self.decoder = model.model.decoder
-        self.output_embedding = model.proj_out.weight
+        # The vocabulary projection reads the whole embedding matrix (80 MB for tiny in
+        # float32) at every step; on a CPU with bfloat16 instructions a bfloat16 copy cuts
+        # that step to a third, and only the argmax of the result matters.
+        self.output_embedding = model.proj_out.weight.detach().to(projection_dtype or model.proj_out.weight.dtype)
+        self.encoder_autocast = encoder_autocast  # e.g. torch.bfloat16: the encoder's matmuls on CPU
+        # Cross-attention keys/values are read at every step: narrow them like the projection.
+        self.attention_dtype = projection_dtype or model.proj_out.weight.dtype
+        self.encoder_micro_batch = encoder_micro_batch  # 0: whole batch; else bounds attention memory
         self.special = special
         self.vocab_size = self.output_embedding.shape[0]
         device = self.output_embedding.device
@@ -115,11 +124,17 @@ class GreedyDecoder:
         return x.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)
 
     def cross_attention_kv(self, encoder_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Project the encoder output once per layer into cross-attention keys/values."""
+        """Project the encoder output once per layer into cross-attention keys/values.
+
+        Keys are stored transposed, (batch, heads, head_dim, 1500), and both are contiguous
+        in ``attention_dtype``: each decoding step reads all of them (for tiny at batch 16,
+        74 MB per layer in float32), so their layout and width set the step's cost.
+        """
         return [
             (
-                self._split_heads(layer.encoder_attn.k_proj(encoder_states)),
-                self._split_heads(layer.encoder_attn.v_proj(encoder_states)),
+                self._split_heads(layer.encoder_attn.k_proj(encoder_states)).transpose(-1, -2)
+                .to(self.attention_dtype).contiguous(),
+                self._split_heads(layer.encoder_attn.v_proj(encoder_states)).to(self.attention_dtype).contiguous(),
             )
             for layer in self.decoder.layers
         ]
@@ -151,14 +166,14 @@ class GreedyDecoder:
 
             cross = layer.encoder_attn
             normed = layer.encoder_attn_layer_norm(hidden)
-            query = self._split_heads(cross.q_proj(normed))
-            cross_keys, cross_values = cross_kv[index]
+            query = self._split_heads(cross.q_proj(normed)).to(self.attention_dtype)
+            keys_t, cross_values = cross_kv[index]
+            # Plain matmul-softmax-matmul: for one query token it beats the fused kernels on
+            # CPU, and it yields the weights that word alignment reads.
+            probabilities = ((query @ keys_t).float() * self.head_dim**-0.5).softmax(dim=-1)
             if cross_weights_of is not None and index in cross_weights_of:
-                scores = (query @ cross_keys.transpose(-1, -2)) * self.head_dim**-0.5
-                weights[index] = scores.softmax(dim=-1)
-                context = weights[index] @ cross_values
-            else:
-                context = F.scaled_dot_product_attention(query, cross_keys, cross_values)
+                weights[index] = probabilities
+            context = (probabilities.to(self.attention_dtype) @ cross_values).to(hidden.dtype)
             hidden = hidden + cross.out_proj(self._merge_heads(context))
 
             normed = layer.final_layer_norm(hidden)
@@ -167,7 +182,7 @@ class GreedyDecoder:
         return (hidden, weights) if cross_weights_of is not None else hidden
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.output_embedding).float()
+        return F.linear(hidden.to(self.output_embedding.dtype), self.output_embedding).float()
 
     def new_self_kv(self, batch: int, length: int, like: torch.Tensor):
         shape = (len(self.decoder.layers), batch, self.heads, length, self.head_dim)
@@ -194,7 +209,7 @@ class GreedyDecoder:
         return prompt
 
     # -- Whisper's decoding rules, for the whole batch at once -----------------------------
-    def _apply_rules(self, logits, generated, step, options, last_timestamp):
+    def _apply_rules(self, logits, generated, step, options, last_timestamp, speech_end=None):
         """Mask ``logits`` (batch, vocab) in place: suppressed tokens and timestamp rules."""
         special = self.special
         if len(self._suppress):
@@ -216,7 +231,13 @@ class GreedyDecoder:
             else:
                 penultimate_was_timestamp = torch.ones_like(last_was_timestamp)
             # Timestamps come in pairs: after a pair, text; after a lone one, its partner or the end.
-            logits[last_was_timestamp & penultimate_was_timestamp, begin:] = -float("inf")
+            after_pair = last_was_timestamp & penultimate_was_timestamp
+            logits[after_pair, begin:] = -float("inf")
+            if speech_end is not None:
+                # Whisper ends a window after a pair of timestamps when it takes the last
+                # phrase for one the window cuts off; dw's windows end in pauses, so while
+                # speech remains after that timestamp, the end of text is not allowed.
+                logits[after_pair & (last_timestamp < speech_end), special.end_of_text] = -float("inf")
             logits[last_was_timestamp & ~penultimate_was_timestamp, : special.end_of_text] = -float("inf")
             # Timestamps never go back; only a lone timestamp's partner may repeat it.
             has_timestamp = last_timestamp >= 0
@@ -234,7 +255,17 @@ class GreedyDecoder:
     # -- the loop ------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, features: torch.Tensor) -> torch.Tensor:
-        return self.encoder(features).last_hidden_state
+        """Encoder states (batch, 1500, d_model) in the decoder's dtype."""
+        step = self.encoder_micro_batch or len(features)
+        parts = []
+        for start in range(0, len(features), step):
+            chunk = features[start : start + step]
+            if self.encoder_autocast is not None:
+                with torch.autocast(chunk.device.type, dtype=self.encoder_autocast):
+                    parts.append(self.encoder(chunk).last_hidden_state.to(chunk.dtype))
+            else:
+                parts.append(self.encoder(chunk).last_hidden_state)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.inference_mode()
     def decode(self, features: torch.Tensor, options: DecodingOptions, temperature: float = 0.0) -> list[DecodedWindow]:
@@ -245,10 +276,18 @@ class GreedyDecoder:
 
     @torch.inference_mode()
     def decode_encoded(self, encoder_states: torch.Tensor, options: DecodingOptions,
-                       temperature: float = 0.0) -> list[DecodedWindow]:
+                       temperature: float = 0.0, speech_end_s: list[float] | None = None) -> list[DecodedWindow]:
+        """Decode encoded windows.  ``speech_end_s`` (per window: where its speech ends)
+        keeps Whisper from stopping before that point; None decodes exactly as Whisper."""
         batch = encoder_states.shape[0]
         # Sampling is seeded so a rerun gives the same transcript.
         sampler = torch.Generator(device=encoder_states.device).manual_seed(0) if temperature > 0 else None
+        speech_end = None
+        if speech_end_s is not None and options.timestamps:
+            # As a timestamp token: the last timestamp must be this far before the speech ends.
+            speech_end = torch.tensor(
+                [self.special.timestamp_begin + round((end - _MIN_UNREAD_SPEECH_S) / SECONDS_PER_TIMESTAMP)
+                 for end in speech_end_s], device=encoder_states.device)
         device = encoder_states.device
         cross_kv = self.cross_attention_kv(encoder_states)
         if self.special.multilingual and options.language is None:
@@ -273,7 +312,8 @@ class GreedyDecoder:
         active = torch.arange(batch, device=device)  # original row of each row still decoding
         for step in range(max_new):
             rows_generated = generated[active]
-            logits = self._apply_rules(logits, rows_generated, step, options, last_timestamp[active])
+            logits = self._apply_rules(logits, rows_generated, step, options, last_timestamp[active],
+                                       None if speech_end is None else speech_end[active])
             if sampler is None:
                 next_tokens = logits.argmax(dim=-1)
             else:

@@ -8,6 +8,7 @@ the point from which the rest must be decoded again.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16"
 # Whisper often stops a window early when its last phrase runs on past the window; when it
 # stops this long before the end of the window, the rest is decoded again from there.
 _RESUME_MIN_REMAINDER_S = 1.0
+# The CPU encoder runs this many windows at a time: its self-attention over 1500 positions
+# costs ~54 MB per window and head group, and larger groups are no faster.
+_CPU_ENCODER_MICRO_BATCH = 4
 # A window quieter than this (RMS, -60 dBFS) holds no speech; Whisper would still "hear"
 # something in it ("you", "Thank you."), so it is not decoded at all.
 SILENCE_RMS = 1e-3
@@ -45,17 +49,44 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), via oneDNN."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def pick_dtype(requested: str, device: str) -> str:
-    """``auto`` -> float16 on CUDA (bfloat16 where supported), float32 elsewhere."""
+    """``auto`` -> bfloat16 on CUDA where supported (else float16); on CPU bfloat16 where
+    the CPU has native bfloat16 (measured: same WER, about twice the speed), else float32."""
     import torch
 
     if requested == "auto":
         if device.startswith("cuda"):
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "float32"
+        return "bfloat16" if device == "cpu" and cpu_has_bfloat16() else "float32"
     if requested not in _DTYPES:
         raise UsageError(f"--dtype {requested}: expected auto, float32, float16 or bfloat16")
     return _DTYPES[requested]
+
+
+def pick_quantize(requested: str, device: str) -> str | None:
+    """``auto`` -> int8 on CPU (measured ~1.7x faster at the same WER on long-form
+    LibriSpeech/LJ Speech), none on GPU; ``none`` -> None."""
+    if requested == "auto":
+        return "int8" if device == "cpu" else None
+    if requested == "int8" and device != "cpu":
+        raise UsageError("--quantize int8 runs on the CPU only")
+    return None if requested == "none" else requested
+
+
+def default_batch_size(device: str) -> int:
+    """Windows per batch: on CPU 16 (larger gains little and holds more audio in memory);
+    on a GPU 32."""
+    return 32 if device.startswith("cuda") else 16
 
 
 def pick_attention(requested: str, device: str) -> str:
@@ -99,11 +130,16 @@ class Engine:
         self.model_id = resolved.model_id
         self.device = device
         self.dtype = dtype
+        on_cpu = device == "cpu"
+        # bfloat16 on a CPU: weights stay float32; the encoder runs under bfloat16 autocast and
+        # the vocabulary projection uses a bfloat16 copy.  The decoder's small matmuls are
+        # slower in bfloat16 on CPUs, so they stay float32.
+        self.compute_dtype = "float32" if on_cpu and dtype == "bfloat16" else dtype
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
         try:
             model = WhisperForConditionalGeneration.from_pretrained(
-                resolved.path, dtype=getattr(torch, dtype), attn_implementation=attention
+                resolved.path, dtype=getattr(torch, self.compute_dtype), attn_implementation=attention
             )
             self.tokenizer = Tokenizer.from_file(str(resolved.path / "tokenizer.json"))
         except Exception as error:  # transformers raises many types; all mean "cannot load"
@@ -112,14 +148,24 @@ class Engine:
         if quantize == "int8":
             if device != "cpu":
                 raise UsageError("--quantize int8 runs on the CPU only")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            # The encoder's and decoder layers' Linear modules; the output projection stays a
+            # plain weight (the decoder reads it directly, in bfloat16 where the CPU can).
+            # torch marks eager quantization deprecated (in favour of torchao) and warns on
+            # every use; the warning is noise in a user's log, so it is silenced here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         self.model = model
         self.n_mels = model.config.num_mel_bins
         generation = model.generation_config
         self.special = SpecialTokens.from_generation_config(generation)
         self.alignment_heads = getattr(generation, "alignment_heads", None)
+        fast_bfloat16 = on_cpu and cpu_has_bfloat16() and (dtype == "bfloat16" or quantize == "int8")
         self.decoder = GreedyDecoder(
-            model, self.special, generation.suppress_tokens, generation.begin_suppress_tokens
+            model, self.special, generation.suppress_tokens, generation.begin_suppress_tokens,
+            encoder_autocast=torch.bfloat16 if on_cpu and dtype == "bfloat16" and quantize is None else None,
+            projection_dtype=torch.bfloat16 if fast_bfloat16 else None,
+            encoder_micro_batch=_CPU_ENCODER_MICRO_BATCH if on_cpu else 0,
         )
         self.aligner = WordAligner(self.decoder, self.alignment_heads, self.decode_text)
 
@@ -131,7 +177,7 @@ class Engine:
         """Log-mel features of raw windows, on the model's device and dtype."""
         import torch
 
-        return log_mel_batch(windows, self.n_mels).to(self.device, getattr(torch, self.dtype))
+        return log_mel_batch(windows, self.n_mels).to(self.device, getattr(torch, self.compute_dtype))
 
     def decode_text(self, tokens: list[int]) -> str:
         text_tokens = [token for token in tokens if token < self.special.end_of_text]
@@ -150,13 +196,15 @@ class Engine:
         if not audible:
             return results
         batch = features[audible] if len(audible) < len(windows) else features
-        encoded = self.decoder.encode(batch.to(self.device, getattr(torch, self.dtype)))
-        decoded = self.decoder.decode_encoded(encoded, options)
+        encoded = self.decoder.encode(batch.to(self.device, getattr(torch, self.compute_dtype)))
+        speech_end = [vad.speech_end_s(windows[row].samples) for row in audible]
+        decoded = self.decoder.decode_encoded(encoded, options, speech_end_s=speech_end)
         for temperature in options.temperatures[1:]:
             retry = [index for index, result in enumerate(decoded) if self._needs_fallback(result, options)]
             if not retry:
                 break
-            again = self.decoder.decode_encoded(encoded[retry], options, temperature)
+            again = self.decoder.decode_encoded(encoded[retry], options, temperature,
+                                                speech_end_s=[speech_end[index] for index in retry])
             for index, result in zip(retry, again):
                 decoded[index] = result
         for row, result in zip(audible, decoded):

@@ -57,6 +57,10 @@ class Recipe:
         where outputs go) and ``settings`` decided with the model, e.g. ``dtype``, ``quantize``."""
         options = {field.name: getattr(run_options, field.name) for field in dataclasses.fields(run_options)
                    if field.name not in _NOT_IN_RESULT}
+        # Whether timestamp tokens are decoded follows from the formats (plain text alone
+        # needs none), which never count: a txt-only rerun may keep an srt run's text.
+        options["decoding"] = {key: value for key, value in dataclasses.asdict(run_options.decoding).items()
+                               if key != "timestamps"}
         writer = run_options.writer
         options["writer"] = {field.name: getattr(writer, field.name) for field in dataclasses.fields(writer)
                              if field.name != "subtitles"}

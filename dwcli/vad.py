@@ -56,6 +56,13 @@ def speech_frames(samples: np.ndarray) -> np.ndarray:
     return levels >= threshold
 
 
+def speech_end_s(samples: np.ndarray) -> float:
+    """Seconds into ``samples`` where the last speech ends (0 when there is none)."""
+    active = speech_frames(samples)
+    voiced = np.flatnonzero(active)
+    return float((voiced[-1] + 1) * FRAME_S) if len(voiced) else 0.0
+
+
 def _pauses(active: np.ndarray) -> list[tuple[float, float]]:
     """(start, end) seconds of every run of non-speech frames at least _MIN_PAUSE_S long."""
     padded = np.concatenate([[True], active, [True]])

@@ -62,7 +62,7 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         (["x.wav"], {"DW_FORMAT": "srt,doc"}, "--format srt,doc: unknown format doc; choose from txt, srt, vtt, json, tsv or all"),
         ([], {}, "no input: name files, folders or - (standard input), or use --from-list"),
         (["x.wav", "--task", "sing"], {}, "--task sing: expected transcribe or translate"),
-        (["x.wav", "--quantize", "int4"], {}, "--quantize int4: expected none or int8"),
+        (["x.wav", "--quantize", "int4"], {}, "--quantize int4: expected auto, none or int8"),
         (["x.wav", "--max-cps", "0"], {}, "--max-cps must be positive, got 0"),
         (["-", "--format", "srt,vtt"], {}, "writing to standard output takes one format, got srt,vtt"),
         (["a.wav", "b.wav", "--stdout"], {}, "writing to standard output takes exactly one input"),
