@@ -161,6 +161,11 @@ def transcribe(
                                          "offline:tiny.en when those cannot be had).")
     ] = None,
     device: Annotated[str, typer.Option(envvar="DW_DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    devices: Annotated[
+        Optional[str], typer.Option(envvar="DW_DEVICES",
+                                    help="Several devices, e.g. cuda:0,cuda:1 or all: one model replica each, "
+                                         "sharing the files (chunked long-form only).")
+    ] = None,
     dtype: Annotated[
         str, typer.Option(envvar="DW_DTYPE", help="auto (bfloat16/float16 on GPU; on CPU float32 weights with bfloat16 "
                                                   "attention and output layer where the CPU has bfloat16), float32, "
@@ -247,7 +252,8 @@ def transcribe(
     raise typer.Exit(int(status))
 
 
-def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, null_separated, model, device, dtype,
+def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, null_separated, model, device, devices,
+                dtype,
                 attention, quantize, batch_size, workers, language, task, long_form, word_timestamps,
                 highlight_words, temperature, compression_ratio_threshold, logprob_threshold,
                 no_speech_threshold, max_line_width, max_line_count,
@@ -296,6 +302,8 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
     # slower in our measurements; alone on a CPU it costs nothing measurable.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .batching import default_workers
+    from .discover import Discovery
+    from .parallel import EngineSpec, launched_rank, parse_devices, shard, transcribe_on_devices
     from .decoding import DecodingOptions
     from .discover import MediaFile
     from .engine import Engine, default_batch_size, pick_attention, pick_device, pick_dtype, pick_quantize
@@ -306,7 +314,19 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
     reporter = make_reporter(quiet, log_json)
     settled = [FileOutcome(MediaFile(missing, Path(missing)), "failed", f"{missing}: no such file or directory")
                for missing in found.missing]
-    device_name = pick_device(device)
+    device_list = parse_devices(devices) if devices else None
+    device_name = device_list[0] if device_list else pick_device(device)
+    rank = launched_rank()
+    if rank is not None:
+        # torchrun / accelerate launch: this rank's fixed shard; rank 0 reports missing paths.
+        if to_stdout:
+            raise UsageError("under torchrun each rank writes files: give --output-dir, not standard output")
+        found = Discovery(shard(found.files, rank), found.missing if rank.rank == 0 else [])
+        settled = settled if rank.rank == 0 else []
+        if device == "auto" and device_name.startswith("cuda"):
+            device_name = f"cuda:{rank.local_rank}"
+    if device_list and len(device_list) > 1 and long_form != "chunked":
+        raise UsageError("--devices with several devices needs --long-form chunked")
     options = TranscribeOptions(
         formats=tuple(fmt_list),
         batch_size=batch_size if batch_size > 0 else default_batch_size(device_name),
@@ -346,6 +366,10 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
             todo, done = resume.partition(found.files, fmt_list)
             settled += [FileOutcome(media, "skipped", outputs=[media.output_path(fmt) for fmt in fmt_list])
                         for media in done]
+    if todo and device_list and len(device_list) > 1:
+        spec = EngineSpec(resolved, dtype_name, pick_attention(attention, device_name), quantize_name)
+        summary = transcribe_on_devices(todo, device_list, spec, options, reporter, settled=settled)
+        return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, rank)
     if todo:  # load the model only when something is left to transcribe
         engine = Engine(
             resolved,
@@ -357,7 +381,16 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
         if language and engine.english_only and language != "en":
             raise UsageError(f"--language {language}: {engine.model_id} is an English-only model")
     summary = transcribe_files(todo, engine, options, reporter, stdout=real_stdout, settled=settled)
-    return ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK
+    return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, rank)
+
+
+def _agreed(status: ExitStatus, rank) -> ExitStatus:
+    """Under a launcher, every rank exits with the worst status of all ranks."""
+    if rank is None:
+        return status
+    from .parallel import agree_on_status
+
+    return ExitStatus(agree_on_status(int(status), rank))
 
 
 @models_app.command("convert")

@@ -97,6 +97,7 @@ class _Run:
         self.states = [_FileState(media) for media in files]
         self.pending: list[WindowItem] = []
         self.summary = RunSummary()
+        self.batch_size = options.batch_size  # halved for good when the device runs out of memory
 
     def feed(self, item) -> None:
         state = self.states[item.file_index]
@@ -108,7 +109,7 @@ class _Run:
             self._maybe_finish(item.file_index)
         elif isinstance(item, FileFailed):
             self._fail(item.file_index, item.message, item.detail)
-        while len(self.pending) >= self.options.batch_size:
+        while len(self.pending) >= self.batch_size:
             self._run_batch()
 
     def drain(self) -> None:
@@ -116,11 +117,25 @@ class _Run:
             self._run_batch()
 
     def _run_batch(self) -> None:
-        batch = self.pending[: self.options.batch_size]
-        self.pending = self.pending[self.options.batch_size :]
-        results = self.engine.transcribe(
-            stack_features(batch), [item.window for item in batch], self.options.decoding
-        )
+        import torch
+
+        batch = self.pending[: self.batch_size]
+        self.pending = self.pending[self.batch_size :]
+        try:
+            results = self.engine.transcribe(
+                stack_features(batch), [item.window for item in batch], self.options.decoding
+            )
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            # Halve the batch and go again with the same windows: nothing is lost, and the
+            # smaller size stays for the rest of the run.
+            self.batch_size = max(1, len(batch) // 2)
+            self.pending = batch + self.pending
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            print(f"dw: out of device memory; batch size now {self.batch_size}", file=sys.stderr)
+            return
         touched = set()
         for item, result in zip(batch, results):
             state = self.states[item.file_index]
@@ -222,16 +237,18 @@ def result_options(engine, options: TranscribeOptions) -> dict:
 
 
 def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions, reporter: Reporter,
-                     stdout=None, settled: list[FileOutcome] = ()) -> RunSummary:
+                     stdout=None, settled: list[FileOutcome] = (), items=None) -> RunSummary:
     """Transcribe ``files`` with ``engine``, writing each file's outputs when it is done.
 
     ``settled`` are outcomes decided before the run (inputs skipped as already done, named
     paths that do not exist): only reported and counted.  With no ``files``, ``engine`` may
-    be None.
+    be None.  ``items`` replaces the decoded stream of all ``files`` (a replica of
+    ``--devices`` feeds only the files it claims).
     """
     started = time.monotonic()
     run = _Run(files, engine, options, reporter, stdout or sys.stdout)
-    reporter.start([*(outcome.media for outcome in settled), *files])
+    if items is None:
+        reporter.start([*(outcome.media for outcome in settled), *files])
     for outcome in settled:
         run.summary.skipped += outcome.status == "skipped"
         run.summary.failed += outcome.status == "failed"
@@ -239,7 +256,9 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
     if files and options.long_form == "sequential":
         run.sequential()
     else:
-        for item in stream_items(files, engine.n_mels, options.workers) if files else ():
+        if items is None:
+            items = stream_items(files, engine.n_mels, options.workers) if files else ()
+        for item in items:
             run.feed(item)
         run.drain()
     run.summary.wall_s = time.monotonic() - started

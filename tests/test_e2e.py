@@ -67,3 +67,29 @@ def test_longform_wer_and_timeline(engine, longform, tmp_path, timestamps):
     # The last utterance is transcribed: no window tail is lost.
     last_words = longform["segments"][-1]["text"].lower().split()[-2:]
     assert " ".join(last_words) in " ".join(result["text"].lower().replace(",", "").replace(".", "").split())
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(engine, speech, tmp_path):
+    """A device that runs out of memory above 2 windows per batch (injected into the real
+    engine) still transcribes every window."""
+    import torch
+
+    class SmallDevice:
+        def __init__(self, real):
+            self.real, self.model_id, self.n_mels, self.dtype = real, real.model_id, real.n_mels, real.dtype
+            self.batch_sizes = []
+
+        def transcribe(self, features, windows, options):
+            self.batch_sizes.append(len(windows))
+            if len(windows) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            return self.real.transcribe(features, windows, options)
+
+    device = SmallDevice(engine)
+    paths = [speech[name]["path"] for name in SHORT_CLIPS]
+    summary, outcomes, files = _run(device, paths, tmp_path, batch_size=8, workers=0)
+    assert summary.ok == len(SHORT_CLIPS)
+    assert device.batch_sizes[0] == len(SHORT_CLIPS)  # the first try, which ran out of memory
+    assert max(device.batch_sizes[1:]) <= 2 and sum(device.batch_sizes[1:]) == len(SHORT_CLIPS)
+    for name, media in zip(SHORT_CLIPS, files):
+        assert word_error_rate(speech[name]["text"], json.loads(media.output_path("json").read_text())["text"]) <= SHORT_WER_BOUND

@@ -1,0 +1,191 @@
+"""Several devices in one command, and several machines under torchrun / accelerate.
+
+``--devices cuda:0,cuda:1`` starts one process per device, each with its own replica of the
+model.  Files are handed out one at a time from a shared queue, as each replica's pipeline
+asks for more, so a replica that drew long files simply takes fewer: no device idles while
+another still has a queue.  Each replica batches the windows of the files it holds.
+
+Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1), every rank takes a fixed,
+disjoint shard of the sorted inputs (rank r: files r, r+n, r+2n...), so no file is done twice
+and none is missed without any coordination; at the end the ranks agree (over gloo) on the
+worst exit status, so the launcher's status reflects every rank.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from dataclasses import dataclass
+
+from .batching import file_items
+from .errors import UsageError
+from .pipeline import FileOutcome, Reporter, RunSummary, transcribe_files
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to build the engine in another process (it cannot be pickled itself)."""
+
+    resolved: object  # models.ResolvedModel
+    dtype: str
+    attention: str
+    quantize: str | None
+
+
+def parse_devices(value: str) -> list[str]:
+    """``"cuda:0,cuda:1"`` -> the list; ``"all"`` -> every visible GPU (or ``cpu``)."""
+    import torch
+
+    if value == "all":
+        count = torch.cuda.device_count()
+        return [f"cuda:{index}" for index in range(count)] or ["cpu"]
+    devices = [name.strip() for name in value.split(",") if name.strip()]
+    for name in devices:
+        if not (name == "cpu" or name.startswith("cuda")):
+            raise UsageError(f"--devices {value}: expected cpu, cuda:N or all")
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--devices {value}: no CUDA device is available")
+    if not devices:
+        raise UsageError("--devices: name at least one device")
+    return devices
+
+
+class _ForwardingReporter(Reporter):
+    """Sends a replica's events to the parent process."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def advance(self, audio_s: float) -> None:
+        self.events.put(("advance", audio_s))
+
+    def file_done(self, outcome: FileOutcome) -> None:
+        self.events.put(("file", outcome))
+
+
+def _claimed_items(files, n_mels, tasks):
+    """Windows of the files this replica claims from the shared queue, one file at a time."""
+    while True:
+        try:
+            index = tasks.get_nowait()
+        except queue.Empty:
+            return
+        yield from file_items(index, files[index], n_mels)
+
+
+def _replica(device: str, threads: int, spec: EngineSpec, files, options, tasks, events) -> None:
+    """One device's process: build the engine, transcribe claimed files, report back."""
+    import torch
+
+    from .engine import Engine
+
+    torch.set_num_threads(threads)
+    try:
+        engine = Engine(spec.resolved, device=device, dtype=spec.dtype, attention=spec.attention,
+                        quantize=spec.quantize)
+        summary = transcribe_files(files, engine, options, _ForwardingReporter(events),
+                                   items=_claimed_items(files, engine.n_mels, tasks))
+        events.put(("summary", summary))
+    except BaseException as error:  # the parent must hear of it, or it would wait forever
+        events.put(("crashed", f"{device}: {type(error).__name__}: {error}"))
+
+
+def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, reporter: Reporter,
+                          settled=()) -> RunSummary:
+    """Transcribe ``files`` with one model replica per device; returns the merged summary.
+
+    ``settled`` outcomes (skipped or missing inputs) are only reported and counted."""
+    import multiprocessing
+    import time
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    tasks, events = context.Queue(), context.Queue()
+    for index in range(len(files)):
+        tasks.put(index)
+    cpu_replicas = sum(device == "cpu" for device in devices)
+    threads = max(1, (os.cpu_count() or 1) // max(cpu_replicas, 1))
+    started = time.monotonic()
+    reporter.start([*(outcome.media for outcome in settled), *files])
+    total = RunSummary()
+    for outcome in settled:
+        total.skipped += outcome.status == "skipped"
+        total.failed += outcome.status == "failed"
+        reporter.file_done(outcome)
+    processes = [
+        context.Process(target=_replica, args=(device, threads, spec, files, options, tasks, events), daemon=True)
+        for device in devices
+    ]
+    for process in processes:
+        process.start()
+    finished = 0
+    crashes = []
+    while finished < len(processes):
+        try:
+            kind, payload = events.get(timeout=1.0)
+        except queue.Empty:
+            if any(not process.is_alive() and process.exitcode not in (0, None) for process in processes) \
+                    and events.empty():
+                crashes.append("a device process died")
+                break
+            continue
+        if kind == "advance":
+            reporter.advance(payload)
+        elif kind == "file":
+            reporter.file_done(payload)
+        elif kind == "summary":
+            finished += 1
+            total.ok += payload.ok
+            total.failed += payload.failed
+            total.skipped += payload.skipped
+            total.audio_s += payload.audio_s
+        elif kind == "crashed":
+            finished += 1
+            crashes.append(payload)
+    for process in processes:
+        process.join(timeout=10)
+    if crashes:
+        from .errors import ModelLoadError
+
+        raise ModelLoadError("; ".join(crashes))
+    total.wall_s = time.monotonic() - started
+    reporter.finish(total)
+    return total
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place among the processes a launcher started."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def launched_rank() -> Rank | None:
+    """The rank from torchrun / accelerate launch environment variables, if launched so."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world_size <= 1:
+        return None
+    rank = int(os.environ.get("RANK", "0"))
+    return Rank(rank, world_size, int(os.environ.get("LOCAL_RANK", str(rank))))
+
+
+def shard(files: list, rank: Rank) -> list:
+    """Rank r of n takes files r, r+n, r+2n... of the (sorted, de-duplicated) inputs."""
+    return files[rank.rank :: rank.world_size]
+
+
+def agree_on_status(status: int, rank: Rank) -> int:
+    """The worst exit status over all ranks (gloo all-reduce), so each rank exits with it."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", rank=rank.rank, world_size=rank.world_size,
+                                timeout=datetime.timedelta(hours=24))
+    value = torch.tensor([status], dtype=torch.int64)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    dist.destroy_process_group()
+    return int(value.item())
