@@ -328,7 +328,12 @@ def convert_ct2_checkpoint(source: Path, destination: Path, dtype: str = "float1
     try:
         model.save_pretrained(staging)
         WhisperFeatureExtractor(feature_size=arch["num_mel_bins"]).save_pretrained(staging)
-        tokenizer = WhisperTokenizerFast(tokenizer_file=str(source / "tokenizer.json"))
+        # Whisper pads with <|endoftext|>; naming it lets transformers' pipeline batch inputs.
+        end_of_text = "<|endoftext|>"
+        tokenizer = WhisperTokenizerFast(
+            tokenizer_file=str(source / "tokenizer.json"),
+            unk_token=end_of_text, bos_token=end_of_text, eos_token=end_of_text, pad_token=end_of_text,
+        )
         tokenizer.save_pretrained(staging)
         shutil.copy(source / "tokenizer.json", staging / "tokenizer.json")
         (staging / "dw_source.json").write_text(
