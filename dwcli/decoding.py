@@ -151,6 +151,12 @@ class GreedyDecoder:
         hidden = self.decoder.embed_tokens(tokens) + positions
         keys, values = self_kv
         weights = {}
+        # Several new tokens after cached ones (speculative decoding's verification): token i
+        # sees the cache and new tokens 0..i.  SDPA's is_causal aligns its mask top-left, which
+        # is right only when nothing is cached, so an explicit mask is built then.
+        causal_mask = None
+        if length > 1 and start > 0:
+            causal_mask = torch.ones(length, start + length, dtype=torch.bool, device=tokens.device).tril(start)
         for index, layer in enumerate(self.decoder.layers):
             attn = layer.self_attn
             normed = layer.self_attn_layer_norm(hidden)
@@ -160,7 +166,8 @@ class GreedyDecoder:
                 self._split_heads(attn.q_proj(normed)),
                 keys[index, :, :, : start + length],
                 values[index, :, :, : start + length],
-                is_causal=length > 1,
+                attn_mask=causal_mask,
+                is_causal=length > 1 and causal_mask is None,
             )
             hidden = hidden + attn.out_proj(self._merge_heads(context))
 
