@@ -160,6 +160,12 @@ def transcribe(
                                          "(default: distil-large-v3 on GPU, distil-small.en on CPU, "
                                          "offline:tiny.en when those cannot be had).")
     ] = None,
+    assistant: Annotated[
+        Optional[str], typer.Option("--assistant", envvar="DW_ASSISTANT",
+                                    help="A smaller Whisper with the model's vocabulary (e.g. its Distil-Whisper "
+                                         "student) that drafts tokens for the model to check: speculative decoding, "
+                                         "the model's own greedy transcript, faster at batch size 1 (forced).")
+    ] = None,
     device: Annotated[str, typer.Option(envvar="DW_DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
     devices: Annotated[
         Optional[str], typer.Option(envvar="DW_DEVICES",
@@ -252,7 +258,8 @@ def transcribe(
     raise typer.Exit(int(status))
 
 
-def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, null_separated, model, device, devices,
+def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, null_separated, model, assistant,
+                device, devices,
                 dtype,
                 attention, quantize, batch_size, workers, language, task, long_form, word_timestamps,
                 highlight_words, temperature, compression_ratio_threshold, logprob_threshold,
@@ -329,7 +336,8 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
         raise UsageError("--devices with several devices needs --long-form chunked")
     options = TranscribeOptions(
         formats=tuple(fmt_list),
-        batch_size=batch_size if batch_size > 0 else default_batch_size(device_name),
+        # Speculation pays at batch size 1 (each step of the model reads all its weights for one token).
+        batch_size=1 if assistant else batch_size if batch_size > 0 else default_batch_size(device_name),
         workers=workers if workers >= 0 else default_workers(device_name),
         decoding=DecodingOptions(
             language=language,
@@ -357,17 +365,21 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
         resolved = resolve_model(model, device_name)
         if resolved.note:
             _note(resolved.note, quiet, log_json)
+        assistant_resolved = resolve_model(assistant, device_name) if assistant else None
         dtype_name = pick_dtype(dtype, device_name)
         quantize_name = pick_quantize(quantize, device_name)
         if not to_stdout:
-            recipe = Recipe.of(resolved.model_id, options, dtype=dtype_name, quantize=quantize_name)
+            # With an assistant the model's decoder runs in float32 on CPU (see Engine).
+            precision = {"decoder": "float32"} if assistant and device_name == "cpu" else {}
+            recipe = Recipe.of(resolved.model_id, options, dtype=dtype_name, quantize=quantize_name, **precision)
             resume = Resume(recipe, skip_existing)
             options = replace(options, resume=resume)
             todo, done = resume.partition(found.files, fmt_list)
             settled += [FileOutcome(media, "skipped", outputs=[media.output_path(fmt) for fmt in fmt_list])
                         for media in done]
     if todo and device_list and len(device_list) > 1:
-        spec = EngineSpec(resolved, dtype_name, pick_attention(attention, device_name), quantize_name)
+        spec = EngineSpec(resolved, dtype_name, pick_attention(attention, device_name), quantize_name,
+                          assistant_resolved)
         summary = transcribe_on_devices(todo, device_list, spec, options, reporter, settled=settled)
         return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, rank)
     if todo:  # load the model only when something is left to transcribe
@@ -377,6 +389,7 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
             dtype=dtype_name,
             attention=pick_attention(attention, device_name),
             quantize=quantize_name,
+            assistant=assistant_resolved,
         )
         if language and engine.english_only and language != "en":
             raise UsageError(f"--language {language}: {engine.model_id} is an English-only model")

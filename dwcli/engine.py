@@ -19,6 +19,7 @@ from .decoding import DecodedWindow, DecodingOptions, GreedyDecoder, SpecialToke
 from .errors import ModelLoadError, UsageError
 from .features import log_mel_batch
 from .models import ResolvedModel
+from .speculative import DraftDecoder, SpeculativeDecoder, load_assistant, teacher_states
 from .segments import Segment, segments_from_tokens
 from . import vad
 from .timing import AlignmentRequest, WordAligner
@@ -121,7 +122,7 @@ class Engine:
     """A loaded Whisper model ready to transcribe batches of windows."""
 
     def __init__(self, resolved: ResolvedModel, device: str = "cpu", dtype: str = "float32",
-                 attention: str = "sdpa", quantize: str | None = None):
+                 attention: str = "sdpa", quantize: str | None = None, assistant: ResolvedModel | None = None):
         import torch
         from tokenizers import Tokenizer
         from transformers import WhisperForConditionalGeneration
@@ -145,6 +146,11 @@ class Engine:
         except Exception as error:  # transformers raises many types; all mean "cannot load"
             raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
         model = model.to(device).eval()
+        assistant_model = None
+        if assistant is not None:
+            # Before quantizing: a Distil-Whisper student keeps its teacher's encoder, and then
+            # shares this model's (the audio is encoded once).
+            assistant_model = load_assistant(assistant, model, device, getattr(torch, self.compute_dtype), attention)
         if quantize == "int8":
             if device != "cpu":
                 raise UsageError("--quantize int8 runs on the CPU only")
@@ -154,20 +160,34 @@ class Engine:
             # every use; the warning is noise in a user's log, so it is silenced here.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                # With an assistant the decoder stays float32: it checks several drafted tokens in
+                # one pass, and int8's per-input scales would make that differ from one at a time.
+                quantized = model.model.encoder if assistant_model is not None else model.model
+                torch.ao.quantization.quantize_dynamic(quantized, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         self.model = model
         self.n_mels = model.config.num_mel_bins
         generation = model.generation_config
         self.special = SpecialTokens.from_generation_config(generation)
         self.alignment_heads = getattr(generation, "alignment_heads", None)
-        fast_bfloat16 = on_cpu and cpu_has_bfloat16() and (dtype == "bfloat16" or quantize == "int8")
+        # (Not with an assistant: bfloat16 logits tie often enough that a several-token pass
+        # would pick another token than the model alone now and then.)
+        fast_bfloat16 = (on_cpu and cpu_has_bfloat16() and (dtype == "bfloat16" or quantize == "int8")
+                         and assistant_model is None)
         self.decoder = GreedyDecoder(
             model, self.special, generation.suppress_tokens, generation.begin_suppress_tokens,
             encoder_autocast=torch.bfloat16 if on_cpu and dtype == "bfloat16" and quantize is None else None,
             projection_dtype=torch.bfloat16 if fast_bfloat16 else None,
             encoder_micro_batch=_CPU_ENCODER_MICRO_BATCH if on_cpu else 0,
         )
-        self.aligner = WordAligner(self.decoder, self.alignment_heads, self.decode_text)
+        teacher = self.decoder
+        if assistant_model is not None:
+            # The assistant drafts, the model checks: the model's own greedy tokens, sooner.
+            self.decoder = SpeculativeDecoder(teacher, DraftDecoder(
+                assistant_model, self.special, generation.suppress_tokens, generation.begin_suppress_tokens,
+                int8=on_cpu, shared_encoder=model.model.encoder,
+                encoder_micro_batch=_CPU_ENCODER_MICRO_BATCH if on_cpu else 0,
+            ))
+        self.aligner = WordAligner(teacher, self.alignment_heads, self.decode_text)
 
     @property
     def english_only(self) -> bool:
@@ -220,7 +240,7 @@ class Engine:
                 AlignmentRequest(results[row].segments, windows[row].duration_s, results[row].language, options.task)
                 for row in (audible[index] for index in needs_words)
             ]
-            self.aligner.align(encoded[needs_words], requests)
+            self.aligner.align(teacher_states(encoded[needs_words]), requests)
             for index in needs_words:
                 result = results[audible[index]]
                 result.segments[:] = vad.split_at_pauses(result.segments, windows[audible[index]].samples)

@@ -30,6 +30,7 @@ class EngineSpec:
     dtype: str
     attention: str
     quantize: str | None
+    assistant: object = None  # models.ResolvedModel of --assistant, or None
 
 
 def parse_devices(value: str) -> list[str]:
@@ -82,7 +83,7 @@ def _replica(device: str, threads: int, spec: EngineSpec, files, options, tasks,
     torch.set_num_threads(threads)
     try:
         engine = Engine(spec.resolved, device=device, dtype=spec.dtype, attention=spec.attention,
-                        quantize=spec.quantize)
+                        quantize=spec.quantize, assistant=spec.assistant)
         summary = transcribe_files(files, engine, options, _ForwardingReporter(events),
                                    items=_claimed_items(files, engine.n_mels, tasks))
         events.put(("summary", summary))
