@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-SECONDS_PER_TIMESTAMP = 0.02  # one timestamp token step = 2 encoder frames = 20 ms
+from .segments import SECONDS_PER_TIMESTAMP  # one timestamp token = 20 ms
+
 MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the decoder's 448 positions
 MAX_INITIAL_TIMESTAMP_S = 1.0  # the first segment must start within the first second
 _MIN_UNREAD_SPEECH_S = 0.5  # speech left after the last timestamp that keeps decoding going
@@ -259,6 +260,15 @@ class GreedyDecoder:
         logits[timestamp_logprob > text_logprob, :begin] = -float("inf")
         return logits
 
+    def speech_end_tokens(self, speech_end_s: list[float] | None, options: DecodingOptions, device):
+        """Per window, as a timestamp token, the latest last timestamp that still leaves
+        speech unread (the end of text is barred before it); None when not used."""
+        if speech_end_s is None or not options.timestamps:
+            return None
+        return torch.tensor(
+            [self.special.timestamp_begin + round((end - _MIN_UNREAD_SPEECH_S) / SECONDS_PER_TIMESTAMP)
+             for end in speech_end_s], device=device)
+
     # -- the loop ------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, features: torch.Tensor) -> torch.Tensor:
@@ -289,12 +299,7 @@ class GreedyDecoder:
         batch = encoder_states.shape[0]
         # Sampling is seeded so a rerun gives the same transcript.
         sampler = torch.Generator(device=encoder_states.device).manual_seed(0) if temperature > 0 else None
-        speech_end = None
-        if speech_end_s is not None and options.timestamps:
-            # As a timestamp token: the last timestamp must be this far before the speech ends.
-            speech_end = torch.tensor(
-                [self.special.timestamp_begin + round((end - _MIN_UNREAD_SPEECH_S) / SECONDS_PER_TIMESTAMP)
-                 for end in speech_end_s], device=encoder_states.device)
+        speech_end = self.speech_end_tokens(speech_end_s, options, encoder_states.device)
         device = encoder_states.device
         cross_kv = self.cross_attention_kv(encoder_states)
         if self.special.multilingual and options.language is None:

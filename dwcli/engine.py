@@ -17,7 +17,6 @@ import numpy as np
 from .chunking import Window
 from .decoding import DecodedWindow, DecodingOptions, GreedyDecoder, SpecialTokens
 from .errors import ModelLoadError, UsageError
-from .features import log_mel_batch
 from .models import ResolvedModel
 from .speculative import DraftDecoder, SpeculativeDecoder, load_assistant, teacher_states
 from .segments import Segment, segments_from_tokens
@@ -193,12 +192,6 @@ class Engine:
     def english_only(self) -> bool:
         return not self.special.multilingual
 
-    def features(self, windows: list[np.ndarray]):
-        """Log-mel features of raw windows, on the model's device and dtype."""
-        import torch
-
-        return log_mel_batch(windows, self.n_mels).to(self.device, getattr(torch, self.compute_dtype))
-
     def decode_text(self, tokens: list[int]) -> str:
         text_tokens = [token for token in tokens if token < self.special.end_of_text]
         return self.tokenizer.decode(text_tokens)
@@ -217,7 +210,9 @@ class Engine:
             return results
         batch = features[audible] if len(audible) < len(windows) else features
         encoded = self.decoder.encode(batch.to(self.device, getattr(torch, self.compute_dtype)))
-        speech_end = [vad.speech_end_s(windows[row].samples) for row in audible]
+        # Where each window has speech: computed once, read by decoding and segment shaping.
+        activity = {row: vad.speech_frames(windows[row].samples) for row in audible}
+        speech_end = [vad.speech_end_s(activity[row]) for row in audible]
         decoded = self.decoder.decode_encoded(encoded, options, speech_end_s=speech_end)
         for temperature in options.temperatures[1:]:
             retry = [index for index, result in enumerate(decoded) if self._needs_fallback(result, options)]
@@ -228,12 +223,12 @@ class Engine:
             for index, result in zip(retry, again):
                 decoded[index] = result
         for row, result in zip(audible, decoded):
-            results[row] = self._result(windows[row], result, options)
+            results[row] = self._result(windows[row], result, options, activity[row])
         # Words are needed when asked for, and to split a segment Whisper ran across a pause.
         needs_words = [
             index for index, row in enumerate(audible)
             if results[row].segments and (
-                options.word_timestamps or vad.needs_split(results[row].segments, windows[row].samples))
+                options.word_timestamps or vad.needs_split(results[row].segments, activity[row]))
         ]
         if needs_words:
             requests = [
@@ -243,7 +238,7 @@ class Engine:
             self.aligner.align(teacher_states(encoded[needs_words]), requests)
             for index in needs_words:
                 result = results[audible[index]]
-                result.segments[:] = vad.split_at_pauses(result.segments, windows[audible[index]].samples)
+                result.segments[:] = vad.split_at_pauses(result.segments, activity[audible[index]])
                 if not options.word_timestamps:
                     for segment in result.segments:
                         segment.words = None
@@ -259,13 +254,13 @@ class Engine:
         too_unlikely = options.logprob_threshold is not None and decoded.avg_logprob < options.logprob_threshold
         return too_repetitive or too_unlikely or decoded.truncated
 
-    def _result(self, window: Window, decoded: DecodedWindow, options: DecodingOptions) -> WindowResult:
+    def _result(self, window: Window, decoded: DecodedWindow, options: DecodingOptions, active) -> WindowResult:
         if _is_no_speech(decoded, options):
             return WindowResult([], decoded.language, None)
         segments, last_timestamp_s, ended_in_pair = segments_from_tokens(
             decoded.tokens, self.special, self.decode_text, window.duration_s
         )
-        vad.tighten(segments, window.samples)
+        vad.tighten(segments, active)
         resume_at = None
         if (
             ended_in_pair

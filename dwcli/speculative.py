@@ -38,8 +38,6 @@ import torch
 import torch.nn.functional as F
 
 from .decoding import (
-    _MIN_UNREAD_SPEECH_S,
-    SECONDS_PER_TIMESTAMP,
     DecodedWindow,
     DecodingOptions,
     GreedyDecoder,
@@ -286,10 +284,7 @@ class SpeculativeDecoder:
         teacher, assistant, special = self.teacher, self.assistant, self.special
         device = teacher_states.device
         end_of_text, timestamp_begin = special.end_of_text, special.timestamp_begin
-        speech_end = None
-        if speech_end_s is not None and options.timestamps:
-            speech_end = torch.tensor(
-                [timestamp_begin + round((speech_end_s - _MIN_UNREAD_SPEECH_S) / SECONDS_PER_TIMESTAMP)], device=device)
+        speech_end = teacher.speech_end_tokens(None if speech_end_s is None else [speech_end_s], options, device)
 
         teacher_cross = teacher.cross_attention_kv(teacher_states)
         if special.multilingual and options.language is None:

@@ -56,9 +56,10 @@ def speech_frames(samples: np.ndarray) -> np.ndarray:
     return levels >= threshold
 
 
-def speech_end_s(samples: np.ndarray) -> float:
-    """Seconds into ``samples`` where the last speech ends (0 when there is none)."""
-    active = speech_frames(samples)
+def speech_end_s(active: np.ndarray) -> float:
+    """Seconds into a window where its last speech frame ends (0 when there is none).
+
+    This and the functions below take ``speech_frames`` of the window, computed once."""
     voiced = np.flatnonzero(active)
     return float((voiced[-1] + 1) * FRAME_S) if len(voiced) else 0.0
 
@@ -87,13 +88,12 @@ def _snap_shared_boundaries(segments: list[Segment], active: np.ndarray) -> None
             before.end, after.start = new_end, max(new_start, new_end)
 
 
-def tighten(segments: list[Segment], samples: np.ndarray) -> None:
+def tighten(segments: list[Segment], active: np.ndarray) -> None:
     """Move each segment's start/end (window-local) onto the speech inside it, in place.
 
     Borders shared by two segments move into a nearby pause first.  A segment with no
     loud frame at all is left as it is (the model heard something).
     """
-    active = speech_frames(samples)
     if len(active) == 0 or active.all():
         return
     _snap_shared_boundaries(segments, active)
@@ -118,15 +118,13 @@ def long_inner_pauses(segment: Segment, active: np.ndarray) -> list[tuple[float,
     ]
 
 
-def needs_split(segments: list[Segment], samples: np.ndarray) -> bool:
+def needs_split(segments: list[Segment], active: np.ndarray) -> bool:
     """Whether any segment holds a long pause (and so needs word times to be split)."""
-    active = speech_frames(samples)
     return len(active) > 0 and not active.all() and any(long_inner_pauses(s, active) for s in segments)
 
 
-def split_at_pauses(segments: list[Segment], samples: np.ndarray) -> list[Segment]:
+def split_at_pauses(segments: list[Segment], active: np.ndarray) -> list[Segment]:
     """Split segments that have words at the long pauses inside them."""
-    active = speech_frames(samples)
     if len(active) == 0 or active.all():
         return segments
     result: list[Segment] = []

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from dwcli.audio import load_audio
 from dwcli.convert import read_ct2_checkpoint

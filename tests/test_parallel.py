@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 
 from dwcli.parallel import Rank, shard
 
