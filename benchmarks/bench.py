@@ -769,8 +769,8 @@ def parse_args(argv=None):
     data.add_argument("--set", default="longform", choices=("longform", "short", "all"), help="which English items (default: longform)")
     data.add_argument("--limit", type=int, default=None, help="only the first N items")
     systems = parser.add_argument_group("systems")
-    systems.add_argument("--systems", default="dw,hf,fw,fw-batched",
-                         help=f"comma-separated, in run order, from {', '.join(SYSTEM_KINDS)} (default: dw,hf,fw,fw-batched)")
+    systems.add_argument("--systems", default="dw,hf-beam5,hf,fw,fw-batched",
+                         help=f"comma-separated, in run order, from {', '.join(SYSTEM_KINDS)} (default: dw,hf-beam5,hf,fw,fw-batched)")
     systems.add_argument("--model", default=os.environ.get("DW_BENCH_MODEL", OFFLINE_MODEL),
                          help="dw --model for dw and the transformers pipeline (default: offline:tiny.en)")
     systems.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
@@ -782,7 +782,9 @@ def parse_args(argv=None):
     systems.add_argument("--warmup", action="store_true",
                          help="transcribe the shortest item once before timing (excluded from load and run times)")
     dw = parser.add_argument_group("dw (defaults for every variant)")
-    dw.add_argument("--dw-variants", default="bs16,bs16-int8", help="comma-separated variants (default: bs16,bs16-int8)")
+    dw.add_argument("--dw-variants", default="bs16-int8,bs16-int8-nots",
+                    help="comma-separated variants (default: bs16-int8,bs16-int8-nots: dw's CPU defaults, "
+                         "with timestamps as for srt/vtt/json and without as for --format txt)")
     dw.add_argument("--batch-size", type=int, default=16)
     dw.add_argument("--workers", type=int, default=1, help="decoding workers (dw's CPU default: 1)")
     dw.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
