@@ -45,3 +45,17 @@ def test_silent_and_noise_windows_yield_no_segments(engine, jfk):
     silence, hiss, speech = engine.transcribe(features, windows, DecodingOptions())
     assert silence.segments == [] and hiss.segments == []
     assert "fellow americans" in " ".join(segment.text for segment in speech.segments).lower()
+
+
+@pytest.mark.parametrize("level_dbfs", [-65, -80])
+def test_quiet_speech_is_transcribed(engine, jfk, level_dbfs):
+    """Speech recorded far below full scale (FLEURS clips sit at -63 dBFS RMS) is still speech."""
+    import numpy as np
+
+    from dwcli.chunking import Window
+
+    samples = load_audio(jfk["path"]).astype(np.float64)
+    quiet = (samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(samples**2)))).astype(np.float32)
+    features = log_mel_batch([quiet], engine.n_mels)
+    (result,) = engine.transcribe(features, [Window(0, 0.0, quiet)], DecodingOptions())
+    assert "what your country can do for you" in " ".join(segment.text for segment in result.segments).lower()
