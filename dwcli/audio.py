@@ -21,6 +21,7 @@ from .errors import MediaError
 
 SAMPLE_RATE = 16_000  # Hz: what every Whisper model was trained on
 STDIN = "-"  # the input name that means "read the media from standard input"
+STDIN_LABEL = "<stdin>"  # how messages name it
 
 # Decoded audio is handed on in blocks of about this many samples, so memory stays flat
 # however long the input is (10 s at 16 kHz).
@@ -39,7 +40,7 @@ def _open(source: str | Path | BinaryIO):
     import av
 
     target = sys.stdin.buffer if str(source) == STDIN else source
-    name = "<stdin>" if str(source) == STDIN else str(source)
+    name = STDIN_LABEL if str(source) == STDIN else str(source)
     try:
         return av.open(target if not isinstance(target, Path) else str(target), mode="r", metadata_errors="ignore")
     except FileNotFoundError:

@@ -58,7 +58,7 @@ def file_items(file_index: int, media: MediaFile, n_mels: int) -> Iterator[Windo
         yield FileFailed(file_index, str(error))
         return
     except Exception as error:  # an unexpected failure still fails only this file
-        yield FileFailed(file_index, f"{media.source}: {type(error).__name__}: {error}", traceback.format_exc())
+        yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
     yield FileEnd(file_index, samples / SAMPLE_RATE)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio import STDIN
+from .audio import STDIN, STDIN_LABEL
 
 # What a folder walk picks up; a file named explicitly is taken whatever its extension.
 MEDIA_EXTENSIONS = frozenset(
@@ -29,6 +29,11 @@ class MediaFile:
     @property
     def is_stdin(self) -> bool:
         return self.source == STDIN
+
+    @property
+    def label(self) -> str:
+        """The input as messages name it."""
+        return STDIN_LABEL if self.is_stdin else self.source
 
     def output_path(self, extension: str) -> Path:
         return self.output_stem.with_name(f"{self.output_stem.name}.{extension}")

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_atomic
 from .audio import SAMPLE_RATE
 from .batching import FileEnd, FileFailed, WindowItem, stack_features, stream_items
 from .chunking import Window
@@ -21,7 +22,7 @@ from .discover import MediaFile
 from .features import log_mel
 from .resume import Resume
 from .segments import Segment, Transcript, timeline
-from .writers import WriterOptions, render, write_atomic
+from .writers import WriterOptions, render
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class _Run:
         try:
             outputs = self._write(state.media, transcript)
         except OSError as error:
-            self._fail(file_index, f"{state.media.source}: cannot write output ({error.strerror or error})",
+            self._fail(file_index, f"{state.media.label}: cannot write output ({error.strerror or error})",
                        traceback.format_exc())
             return
         state.segments = []

@@ -65,7 +65,7 @@ class PlainReporter(Reporter):
         elif not self.quiet:
             where = ", ".join(str(path) for path in outcome.outputs) or "stdout"
             verb = "skipped" if outcome.status == "skipped" else "done"
-            self._say(f"dw: [{self.done}/{self.total}] {verb} {outcome.media.source} -> {where}"
+            self._say(f"dw: [{self.done}/{self.total}] {verb} {outcome.media.label} -> {where}"
                       + (f" ({_clock(outcome.duration_s)} of audio)" if outcome.status == "ok" else ""))
 
     def finish(self, summary: RunSummary) -> None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .atomic import write_atomic
 from .discover import MediaFile
-from .writers import write_atomic
 
 RECORD_SUFFIX = ".dw.json"
 # Formats whose text also depends on the cue-shaping options (line width, reading speed...).

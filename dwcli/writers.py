@@ -1,21 +1,14 @@
 """Output formats: a registry keyed by extension, and atomic writes.
 
-Every writer turns a ``Transcript`` into text.  Files are written to a temporary name in the
-target folder and renamed into place, so a reader (or a crash, or a kill -9) never sees a
-half-written subtitle file.
+Every writer turns a ``Transcript`` into text; ``atomic.write_atomic`` puts it on disk.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import secrets
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from .errors import UsageError
@@ -23,8 +16,6 @@ from .segments import Transcript
 from .subtitles import MS_PER_S, SubtitleOptions, shape_cues
 
 _PROBABILITY_DIGITS = 4  # word confidences in JSON
-_NEW_FILE_MODE = 0o666  # before the umask, as open() creates files
-_TEMPORARY_NAME_BYTES = 4  # random hex in temporary names, so concurrent writers never clash
 
 
 @dataclass(frozen=True)
@@ -163,41 +154,3 @@ def render(transcript: Transcript, fmt: str, options: WriterOptions) -> str:
     buffer = io.StringIO()
     WRITERS[fmt](transcript, buffer, options)
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
-
-    On any failure (a full disk, Ctrl-C) the temporary file is removed and ``path`` keeps
-    its old content, if it had one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary, handle = _create_temporary(path)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            # Replacing a file keeps its permissions, as an editor saving it would.
-            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _create_temporary(path: Path) -> tuple[Path, int]:
-    """A new hidden file beside ``path`` and its descriptor.
-
-    Not ``tempfile.mkstemp``: its files are private (mode 0600), and after the rename the
-    subtitles would be unreadable to anyone else, a web server for one; ``os.open`` with
-    mode 0666 lets the umask decide, as for any new file.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(_TEMPORARY_NAME_BYTES)}.part")
-        try:
-            return temporary, os.open(temporary, flags, _NEW_FILE_MODE)
-        except FileExistsError:  # another writer's name: draw again
-            continue

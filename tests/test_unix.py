@@ -56,6 +56,7 @@ def test_flac_piped_in_gives_only_srt_on_stdout(jfk, dw_env, tmp_path):
     assert (tmp_path / "out.srt").read_text().startswith("1\n00:00:00,")  # nothing but the SRT
     stderr = result.stderr.decode()
     assert ANSI not in stderr and "\r" not in stderr
+    assert stderr.splitlines()[-2].startswith("dw: [1/1] done <stdin> -> stdout (0:11 of audio)")
     assert stderr.splitlines()[-1].startswith("dw: 1 ok, 0 skipped, 0 failed;")
     assert list(tmp_path.iterdir()) == [tmp_path / "out.srt"]  # no record, no stdin.srt
 

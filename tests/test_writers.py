@@ -9,7 +9,6 @@ After an intended change, regenerate them and review the diff:
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import os
@@ -20,11 +19,10 @@ from pathlib import Path
 import pysrt
 import pytest
 
-from dwcli import writers
 from dwcli.errors import UsageError
 from dwcli.segments import Segment, Transcript, Word
 from dwcli.subtitles import SubtitleOptions, shape_cues
-from dwcli.writers import WRITERS, WriterOptions, parse_formats, render, write_atomic
+from dwcli.writers import WRITERS, WriterOptions, parse_formats, render
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 SUBTITLE_FORMATS = ("srt", "vtt")
@@ -252,83 +250,3 @@ def test_parse_formats():
     assert parse_formats("all") == list(WRITERS)
     with pytest.raises(UsageError, match="unknown format docx"):
         parse_formats("srt,docx")
-
-
-# -- atomic writes ---------------------------------------------------------------------------
-
-
-def test_write_atomic_writes_the_text_and_leaves_nothing_else(tmp_path):
-    target = tmp_path / "out" / "talk.srt"
-    write_atomic(target, "première ligne\n")
-    assert target.read_bytes() == "première ligne\n".encode("utf-8")
-    assert os.listdir(target.parent) == ["talk.srt"]
-    umask = os.umask(0)
-    os.umask(umask)
-    # Readable like any new file (tempfile.mkstemp would leave it private: 0600).
-    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
-
-
-def test_write_atomic_replaces_a_file_and_keeps_its_permissions(tmp_path):
-    target = tmp_path / "talk.srt"
-    target.write_text("old")
-    target.chmod(0o640)
-    write_atomic(target, "new")
-    assert target.read_text() == "new"
-    assert target.stat().st_mode & 0o777 == 0o640
-    assert os.listdir(tmp_path) == ["talk.srt"]
-
-
-class _DiskFullMidWrite:
-    """A file stream that writes half of what it is given, then fails like a full disk."""
-
-    def __init__(self, stream, seen: list):
-        self.stream, self.seen = stream, seen
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stream.close()
-
-    def write(self, text: str) -> int:
-        self.stream.write(text[: len(text) // 2])
-        self.stream.flush()
-        self.seen.append(os.fstat(self.stream.fileno()).st_size)  # the partial temporary file
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-
-@pytest.mark.parametrize("existing", [None, "the previous subtitles\n"])
-def test_a_write_failing_midway_leaves_no_partial_file_and_no_temporary(tmp_path, monkeypatch, existing):
-    target = tmp_path / "talk.vtt"
-    if existing is not None:
-        target.write_text(existing)
-    real_fdopen, seen = os.fdopen, []
-    monkeypatch.setattr(
-        writers.os, "fdopen", lambda *args, **kwargs: _DiskFullMidWrite(real_fdopen(*args, **kwargs), seen)
-    )
-    with pytest.raises(OSError, match="No space left"):
-        write_atomic(target, rendered("plain", "vtt"))
-    assert seen and seen[0] > 0, "the failure came after part of the text was written"
-    if existing is None:
-        assert os.listdir(tmp_path) == []
-    else:
-        assert os.listdir(tmp_path) == ["talk.vtt"] and target.read_text() == existing
-
-
-def test_an_interrupt_before_the_rename_leaves_no_temporary(tmp_path, monkeypatch):
-    def interrupted(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(writers.os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        write_atomic(tmp_path / "talk.srt", "text")
-    assert os.listdir(tmp_path) == []
-
-
-def test_write_atomic_draws_a_new_temporary_name_when_one_is_taken(tmp_path, monkeypatch):
-    names = iter(["taken", "taken", "free"])
-    monkeypatch.setattr(writers.secrets, "token_hex", lambda size: next(names))
-    (tmp_path / ".talk.srt.taken.part").write_text("another writer's")
-    write_atomic(tmp_path / "talk.srt", "text")
-    assert (tmp_path / "talk.srt").read_text() == "text"
-    assert sorted(os.listdir(tmp_path)) == [".talk.srt.taken.part", "talk.srt"]
