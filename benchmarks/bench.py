@@ -21,7 +21,7 @@ Systems (``--systems``, comma-separated; ``dw`` means every ``--dw-variants`` en
 
 A dw variant is a dash-separated list of tokens: ``bs<N>`` batch size, ``int8`` dynamic
 int8 quantization (CPU), ``fp32``/``fp16``/``bf16`` dtype, ``w<N>`` decoding workers,
-``nots`` timestamps off, ``nofb`` no temperature fallback, ``words`` word timestamps,
+``nots`` timestamps off, ``beam<N>`` beam search, ``nofb`` no temperature fallback, ``words`` word timestamps,
 ``seq`` sequential (seek-based) long form, ``sdpa``/``eager``/``fa2`` attention, ``json``
 JSON output instead of txt.  Unnamed settings take the ``--batch-size``/``--workers``/...
 defaults; ``nofb``, ``words`` and ``seq`` need a dw whose options have those fields.
@@ -108,6 +108,7 @@ class DwVariant:
     fallback: bool = True  # temperature fallback (dw's default), where this dw has it
     word_timestamps: bool = False
     long_form: str = "chunked"  # or "sequential", where this dw has it
+    beam_size: int = 1  # beam search where this dw has it (1: greedy)
 
     @classmethod
     def parse(cls, text: str, defaults: argparse.Namespace) -> "DwVariant":
@@ -118,6 +119,8 @@ class DwVariant:
         for token in filter(None, text.strip().split("-")):
             if token.startswith("bs") and token[2:].isdigit():
                 variant.batch_size = int(token[2:])
+            elif token.startswith("beam") and token[4:].isdigit():
+                variant.beam_size = int(token[4:])
             elif token.startswith("w") and token[1:].isdigit():
                 variant.workers = int(token[1:])
             elif token in dtypes:
@@ -138,7 +141,7 @@ class DwVariant:
                 variant.long_form = "sequential" if token == "seq" else "chunked"
             else:
                 raise SystemExit(f"bench.py: dw variant {text!r}: unknown token {token!r} "
-                                 "(expected bs<N>, w<N>, fp32/fp16/bf16, int8, ts/nots, sdpa/eager/fa2, txt/json, "
+                                 "(expected bs<N>, beam<N>, w<N>, fp32/fp16/bf16, int8, ts/nots, sdpa/eager/fa2, txt/json, "
                                  "fb/nofb, words, seq/chunked)")
         return variant
 
@@ -152,6 +155,8 @@ class DwVariant:
             parts.append("word timestamps")
         if self.long_form != "chunked":
             parts.append(f"long form {self.long_form}")
+        if self.beam_size > 1:
+            parts.append(f"beam {self.beam_size}")
         return ", ".join(parts)
 
 
@@ -215,6 +220,8 @@ class DwRunner:
             decoding["word_timestamps"] = True
         if not s["fallback"]:
             decoding["temperatures"] = (0.0,)
+        if s.get("beam_size", 1) > 1:
+            decoding["beam_size"] = s["beam_size"]
         extra = {"long_form": s["long_form"]} if s["long_form"] != "chunked" else {}
         self.options = TranscribeOptions(formats=(self.fmt,), batch_size=s["batch_size"], workers=s["workers"],
                                          decoding=_with_fields(DecodingOptions, decoding), **_checked(TranscribeOptions, extra))

@@ -207,6 +207,11 @@ def transcribe(
         bool, typer.Option("--highlight-words", envvar="DW_HIGHLIGHT_WORDS",
                            help="Subtitles: karaoke style, each word underlined as it is spoken (implies --word-timestamps).")
     ] = False,
+    beam_size: Annotated[
+        int, typer.Option("--beam-size", envvar="DW_BEAM_SIZE",
+                          help="Beams searched at temperature 0. 1: greedy, as Distil-Whisper is meant to run; "
+                               "5: openai-whisper's default, a little more accurate and slower.")
+    ] = 1,
     temperature: Annotated[
         str, typer.Option(envvar="DW_TEMPERATURE",
                           help="Temperatures to try, comma-separated: greedy first, then sampling when a window "
@@ -262,7 +267,7 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
                 device, devices,
                 dtype,
                 attention, quantize, batch_size, workers, language, task, long_form, word_timestamps,
-                highlight_words, temperature, compression_ratio_threshold, logprob_threshold,
+                highlight_words, beam_size, temperature, compression_ratio_threshold, logprob_threshold,
                 no_speech_threshold, max_line_width, max_line_count,
                 max_cue_duration, max_cps, quiet, log_json, real_stdout) -> ExitStatus:
     from .discover import discover, read_path_list
@@ -278,6 +283,10 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
     if long_form not in ("chunked", "sequential"):
         raise UsageError(f"--long-form {long_form}: expected chunked or sequential")
     temperatures = _temperatures(temperature)
+    if beam_size < 1:
+        raise UsageError(f"--beam-size {beam_size}: expected 1 or more")
+    if beam_size > 1 and assistant:
+        raise UsageError("--assistant decodes greedily: it cannot be combined with --beam-size")
     if quantize not in ("auto", "none", "int8"):
         raise UsageError(f"--quantize {quantize}: expected auto, none or int8")
     arguments = list(paths or [])
@@ -347,6 +356,7 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
             timestamps=not (set(fmt_list) == {"txt"} and long_form == "chunked"
                             and not (word_timestamps or highlight_words)),
             word_timestamps=word_timestamps or highlight_words,
+            beam_size=beam_size,
             temperatures=temperatures,
             compression_ratio_threshold=compression_ratio_threshold or None,
             logprob_threshold=logprob_threshold,

@@ -69,6 +69,7 @@ class DecodingOptions:
     task: str = "transcribe"  # or "translate" (multilingual models only)
     max_new_tokens: int = MAX_NEW_TOKENS
     word_timestamps: bool = False  # align words with cross-attention + DTW after decoding
+    beam_size: int = 1  # 1: greedy; more: beam search at temperature 0 (beam.py)
     # Temperature fallback (openai-whisper's): a window whose text compresses too well (a
     # loop) or whose tokens are too unlikely is decoded again, sampling at the next
     # temperature; a window that looks like silence is left alone.
@@ -88,6 +89,20 @@ class DecodedWindow:
     language: str | None
     truncated: bool = False  # stopped at max_new_tokens (a runaway repetition, usually)
     prompt_length: int = field(default=1, repr=False)
+
+
+def _group_beams(x: torch.Tensor, beams: int) -> torch.Tensor:
+    """(windows*beams, heads, n, dim) -> (windows, heads, beams*n, dim)."""
+    rows, heads, length, dim = x.shape
+    return x.view(rows // beams, beams, heads, length, dim).transpose(1, 2).reshape(
+        rows // beams, heads, beams * length, dim)
+
+
+def _ungroup_beams(x: torch.Tensor, beams: int) -> torch.Tensor:
+    """The inverse of ``_group_beams``."""
+    windows, heads, grouped, dim = x.shape
+    length = grouped // beams
+    return x.view(windows, heads, beams, length, dim).transpose(1, 2).reshape(windows * beams, heads, length, dim)
 
 
 class GreedyDecoder:
@@ -140,12 +155,14 @@ class GreedyDecoder:
             for layer in self.decoder.layers
         ]
 
-    def forward(self, tokens, start, self_kv, cross_kv, cross_weights_of=None):
+    def forward(self, tokens, start, self_kv, cross_kv, cross_weights_of=None, beams: int = 1):
         """Run the decoder on ``tokens`` (batch, n) at positions start..start+n-1.
 
         ``self_kv`` is a pair of (layers, batch, heads, positions, head_dim) tensors updated
         in place.  Returns hidden states (batch, n, d_model).  With ``cross_weights_of`` (a
-        set of layer indices), also returns those layers' cross-attention weights.
+        set of layer indices), also returns those layers' cross-attention weights.  With
+        ``beams`` > 1, each ``beams`` consecutive rows are beams of one window and share
+        that window's single ``cross_kv`` entry.
         """
         length = tokens.shape[1]
         positions = self.decoder.embed_positions.weight[start : start + length]
@@ -175,6 +192,8 @@ class GreedyDecoder:
             cross = layer.encoder_attn
             normed = layer.encoder_attn_layer_norm(hidden)
             query = self._split_heads(cross.q_proj(normed)).to(self.attention_dtype)
+            if beams > 1:  # a window's beams become one group of queries: (windows, heads, beams*n, dim)
+                query = _group_beams(query, beams)
             keys_t, cross_values = cross_kv[index]
             # Plain matmul-softmax-matmul: for one query token it beats the fused kernels on
             # CPU, and it yields the weights that word alignment reads.
@@ -182,6 +201,8 @@ class GreedyDecoder:
             if cross_weights_of is not None and index in cross_weights_of:
                 weights[index] = probabilities
             context = (probabilities.to(self.attention_dtype) @ cross_values).to(hidden.dtype)
+            if beams > 1:
+                context = _ungroup_beams(context, beams)
             hidden = hidden + cross.out_proj(self._merge_heads(context))
 
             normed = layer.final_layer_norm(hidden)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .beam import BeamSearchDecoder
 from .chunking import Window
 from .decoding import DecodedWindow, DecodingOptions, GreedyDecoder, SpecialTokens
 from .errors import ModelLoadError, UsageError
@@ -190,6 +191,8 @@ class Engine:
                 encoder_micro_batch=_CPU_ENCODER_MICRO_BATCH if on_cpu else 0,
             ))
         self.aligner = WordAligner(teacher, self.alignment_heads, self.decode_text)
+        # (With an assistant, decoding is greedy: the CLI refuses --beam-size with --assistant.)
+        self.beam_search = BeamSearchDecoder(teacher)
 
     @property
     def english_only(self) -> bool:
@@ -216,7 +219,10 @@ class Engine:
         # Where each window has speech: computed once, read by decoding and segment shaping.
         activity = {row: vad.speech_frames(windows[row].samples) for row in audible}
         speech_end = [vad.speech_end_s(activity[row]) for row in audible]
-        decoded = self.decoder.decode_encoded(encoded, options, speech_end_s=speech_end)
+        if options.beam_size > 1:  # at temperature 0 only; the fallback samples as usual
+            decoded = self.beam_search.decode_encoded(encoded, options, speech_end_s=speech_end)
+        else:
+            decoded = self.decoder.decode_encoded(encoded, options, speech_end_s=speech_end)
         for temperature in options.temperatures[1:]:
             retry = [index for index, result in enumerate(decoded) if self._needs_fallback(result, options)]
             if not retry:
