@@ -27,6 +27,9 @@ _SHAPED_FORMATS = frozenset({"srt", "vtt"})
 # TranscribeOptions fields that change how a run goes, not what it writes.  Every other field
 # (and every field added later) counts, so a new option can cost a redo but never a stale skip.
 _NOT_IN_RESULT = frozenset({"formats", "batch_size", "workers", "to_stdout", "resume", "writer"})
+# Decoding options added after records were first written, with the value that does what dw
+# did before each existed: a record without one was made that way, and is not redone for it.
+_ADDED_DECODING_OPTIONS = {"beam_size": 1}
 
 
 def _encode(value):
@@ -100,7 +103,10 @@ class Record:
     def from_json(cls, text: str) -> Record:
         """Raises ValueError (json.JSONDecodeError included), KeyError or TypeError when malformed."""
         data = json.loads(text)
-        recipe = Recipe(str(data["model"]), dict(data["options"]), dict(data["subtitles"]))
+        options = dict(data["options"])
+        if isinstance(options.get("decoding"), dict):
+            options["decoding"] = {**_ADDED_DECODING_OPTIONS, **options["decoding"]}
+        recipe = Recipe(str(data["model"]), options, dict(data["subtitles"]))
         return cls(recipe, tuple(map(str, data["formats"])), int(data["source_size"]),
                    int(data["source_mtime_ns"]))
 

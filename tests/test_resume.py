@@ -6,6 +6,7 @@ end run (a real batch killed with SIGKILL, then resumed) is in test_unix.py.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from dwcli.writers import WriterOptions
 FORMATS = ["srt", "txt"]
 
 
-def _recipe(model="offline:tiny.en", language=None, max_line_width=42, quantize=None, **run) -> Recipe:
-    options = TranscribeOptions(decoding=DecodingOptions(language=language),
+def _recipe(model="offline:tiny.en", language=None, max_line_width=42, quantize=None, beam_size=1, **run) -> Recipe:
+    options = TranscribeOptions(decoding=DecodingOptions(language=language, beam_size=beam_size),
                                 writer=WriterOptions(SubtitleOptions(max_line_width=max_line_width)), **run)
     return Recipe.of(model, options, dtype="float32", quantize=quantize)
 
@@ -79,10 +80,21 @@ def test_format_never_written_is_redone(media):
     _recipe(language="en"),
     _recipe(quantize="int8"),
     _recipe(long_form="sequential"),
+    _recipe(beam_size=5),
 ])
 def test_other_model_or_result_option_is_redone(media, other):
     _finish(media, Resume(_recipe()))
     assert not Resume(other, True).is_done(media, FORMATS)
+
+
+def test_a_record_from_before_an_option_existed_stands_for_its_old_default(media):
+    """Records written before --beam-size existed were made greedily: they stand for beam 1."""
+    _finish(media, Resume(_recipe()))
+    data = json.loads(record_path(media).read_text())
+    del data["options"]["decoding"]["beam_size"]
+    record_path(media).write_text(json.dumps(data))
+    assert Resume(_recipe(), True).is_done(media, FORMATS)
+    assert not Resume(_recipe(beam_size=5), True).is_done(media, FORMATS)
 
 
 def test_speed_settings_do_not_matter(media):
