@@ -247,6 +247,7 @@ class Engine:
             self.aligner.align(teacher_states(encoded[needs_words]), requests)
             for index in needs_words:
                 result = results[audible[index]]
+                vad.trim_words(result.segments, activity[audible[index]])
                 result.segments[:] = vad.split_at_pauses(result.segments, activity[audible[index]])
                 if not options.word_timestamps:
                     for segment in result.segments:

@@ -109,6 +109,27 @@ def tighten(segments: list[Segment], active: np.ndarray) -> None:
             segment.start, segment.end = start, end
 
 
+def trim_words(segments: list[Segment], active: np.ndarray) -> None:
+    """Move a word's start (end) onto its speech when a pause of _MIN_PAUSE_S or more leads
+    (trails) it: DTW hands a pause to the word after it when no punctuation marks the
+    phrase break.  Words stay inside their segment and in order."""
+    if len(active) == 0 or active.all():
+        return
+    for segment in segments:
+        for word in segment.words or []:
+            first = int(word.start / FRAME_S)
+            last = min(int(np.ceil(word.end / FRAME_S)), len(active))
+            inside = np.flatnonzero(active[first:last])
+            if len(inside) == 0:
+                continue
+            if inside[0] * FRAME_S >= _MIN_PAUSE_S:
+                word.start = min(max(word.start, (first + inside[0]) * FRAME_S - _MARGIN_S), word.end)
+            if (last - first - 1 - inside[-1]) * FRAME_S >= _MIN_PAUSE_S:
+                word.end = max(min(word.end, (first + inside[-1] + 1) * FRAME_S + _MARGIN_S), word.start)
+        if segment.words:  # a segment spans its words, as after alignment
+            segment.start, segment.end = segment.words[0].start, max(segment.words[-1].end, segment.words[0].start)
+
+
 def long_inner_pauses(segment: Segment, active: np.ndarray) -> list[tuple[float, float]]:
     """Pauses of at least _SPLIT_PAUSE_S lying wholly inside ``segment``."""
     return [
