@@ -70,11 +70,14 @@ def _iterable_dataset_base():
 
 
 class WindowStream(_iterable_dataset_base()):
-    """An iterable dataset over files; worker ``k`` of ``n`` handles files k, k+n, k+2n..."""
+    """An iterable dataset over files.  Worker ``k`` of ``n`` handles files k, k+n, k+2n...;
+    with ``claims`` (a multiprocessing queue of file indices shared with other processes),
+    each worker takes the next unclaimed file instead, so whoever is free does the work."""
 
-    def __init__(self, files: list[MediaFile], n_mels: int):
+    def __init__(self, files: list[MediaFile], n_mels: int, claims=None):
         self.files = files
         self.n_mels = n_mels
+        self.claims = claims
 
     def __iter__(self):
         import torch
@@ -83,8 +86,21 @@ class WindowStream(_iterable_dataset_base()):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             torch.set_num_threads(1)  # workers share the CPU with the model
-        for file_index in range(worker, len(self.files), workers):
+        indices = range(worker, len(self.files), workers) if self.claims is None else _claimed(self.claims)
+        for file_index in indices:
             yield from file_items(file_index, self.files[file_index], self.n_mels)
+
+
+def _claimed(claims) -> Iterator[int]:
+    """File indices taken from a shared queue until it is empty (it is filled before any
+    process starts taking, so empty means done)."""
+    import queue
+
+    while True:
+        try:
+            yield claims.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _unchanged(item):
@@ -99,19 +115,21 @@ def default_workers(device: str) -> int:
     return 1 if cores > 1 else 0
 
 
-def stream_items(files: list[MediaFile], n_mels: int, workers: int) -> Iterator[WindowItem | FileEnd | FileFailed]:
-    """All files' items, decoded in ``workers`` background processes (0: in this one).
+def stream_items(files: list[MediaFile], n_mels: int, workers: int,
+                 claims=None) -> Iterator[WindowItem | FileEnd | FileFailed]:
+    """The files' items, decoded in ``workers`` background processes (0: in this one): all
+    of them, or with ``claims`` those this process's workers take from that shared queue.
 
     Standard input can only be read once, by one process, so it is decoded here.
     """
     if workers <= 0 or any(media.is_stdin for media in files) or len(files) == 0:
-        yield from WindowStream(files, n_mels)
+        yield from WindowStream(files, n_mels, claims)
         return
     import torch
 
     workers = min(workers, len(files))
     loader = torch.utils.data.DataLoader(
-        WindowStream(files, n_mels),
+        WindowStream(files, n_mels, claims),
         batch_size=None,
         num_workers=workers,
         collate_fn=_unchanged,

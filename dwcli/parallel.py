@@ -13,11 +13,12 @@ worst exit status, so the launcher's status reflects every rank.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 from dataclasses import dataclass
 
-from .batching import file_items
+from .batching import stream_items
 from .errors import UsageError
 from .pipeline import FileOutcome, Reporter, RunSummary, transcribe_files
 
@@ -64,16 +65,6 @@ class _ForwardingReporter(Reporter):
         self.events.put(("file", outcome))
 
 
-def _claimed_items(files, n_mels, tasks):
-    """Windows of the files this replica claims from the shared queue, one file at a time."""
-    while True:
-        try:
-            index = tasks.get_nowait()
-        except queue.Empty:
-            return
-        yield from file_items(index, files[index], n_mels)
-
-
 def _replica(device: str, threads: int, spec: EngineSpec, files, options, tasks, events) -> None:
     """One device's process: build the engine, transcribe claimed files, report back."""
     import torch
@@ -84,8 +75,9 @@ def _replica(device: str, threads: int, spec: EngineSpec, files, options, tasks,
     try:
         engine = Engine(spec.resolved, device=device, dtype=spec.dtype, attention=spec.attention,
                         quantize=spec.quantize, assistant=spec.assistant)
-        summary = transcribe_files(files, engine, options, _ForwardingReporter(events),
-                                   items=_claimed_items(files, engine.n_mels, tasks))
+        # The replica's decoding workers take files from the queue all replicas share.
+        items = stream_items(files, engine.n_mels, options.workers, claims=tasks)
+        summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever
         events.put(("crashed", f"{device}: {type(error).__name__}: {error}"))
@@ -103,8 +95,11 @@ def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, 
     tasks, events = context.Queue(), context.Queue()
     for index in range(len(files)):
         tasks.put(index)
+    cores = os.cpu_count() or 1
     cpu_replicas = sum(device == "cpu" for device in devices)
-    threads = max(1, (os.cpu_count() or 1) // max(cpu_replicas, 1))
+    threads = max(1, cores // max(cpu_replicas, 1))
+    # Each replica's decoding workers share the machine's cores with the other replicas'.
+    options = dataclasses.replace(options, workers=min(options.workers, max(1, cores // len(devices) - 1)))
     started = time.monotonic()
     reporter.start([*(outcome.media for outcome in settled), *files])
     total = RunSummary()
@@ -112,10 +107,35 @@ def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, 
         total.skipped += outcome.status == "skipped"
         total.failed += outcome.status == "failed"
         reporter.file_done(outcome)
+    # Not daemonic: a replica starts its own decoding workers, which a daemon may not.  The
+    # finally below stops them if this process is interrupted.
     processes = [
-        context.Process(target=_replica, args=(device, threads, spec, files, options, tasks, events), daemon=True)
+        context.Process(target=_replica, args=(device, threads, spec, files, options, tasks, events))
         for device in devices
     ]
+    completed = False
+    try:
+        crashes = _collect(processes, events, reporter, total)
+        completed = True
+    finally:
+        for process in processes:
+            if completed:
+                process.join(timeout=30)  # it has reported; let it shut its workers down
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=10)
+    if crashes:
+        from .errors import ModelLoadError
+
+        raise ModelLoadError("; ".join(crashes))
+    total.wall_s = time.monotonic() - started
+    reporter.finish(total)
+    return total
+
+
+def _collect(processes, events, reporter: Reporter, total: RunSummary) -> list[str]:
+    """Start the replicas and relay their events until each has finished or crashed;
+    returns the crash messages."""
     for process in processes:
         process.start()
     finished = 0
@@ -142,15 +162,7 @@ def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, 
         elif kind == "crashed":
             finished += 1
             crashes.append(payload)
-    for process in processes:
-        process.join(timeout=10)
-    if crashes:
-        from .errors import ModelLoadError
-
-        raise ModelLoadError("; ".join(crashes))
-    total.wall_s = time.monotonic() - started
-    reporter.finish(total)
-    return total
+    return crashes
 
 
 @dataclass(frozen=True)
