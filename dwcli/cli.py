@@ -117,7 +117,7 @@ def _positive(name: str, value: float) -> None:
         "  ffmpeg -i talk.mkv -f wav - | dw transcribe - --format srt > talk.srt\n\n"
         "  find /data -name '*.mp4' -print0 | dw transcribe --from-list - -0\n\n"
         "  dw transcribe clip.wav --stdout --format json | jq .text\n\n"
-        "  0 3 * * * cd /data && dw transcribe videos --format srt --skip-existing --log-json 2>> dw.log\n\n"
+        "  0 3 * * * cd /data && flock -n /tmp/dw.lock dw transcribe videos --format srt --skip-existing --log-json 2>> dw.log\n\n"
         "Every option can also be set from the environment variable shown beside it "
         "(flags take 1 or 0).\n\n"
         + EXIT_CODES_HELP

@@ -208,7 +208,8 @@ def test_crontab_line_from_readme(speech, dw_env, tmp_path):
     command = line.split(maxsplit=5)[5]
     log = tmp_path / "dw.log"
     assert "cd /data" in command and "/var/log/dw.log" in command
-    command = command.replace("cd /data", f"cd {shlex.quote(str(tmp_path))}").replace("/var/log/dw.log", str(log))
+    command = (command.replace("cd /data", f"cd {shlex.quote(str(tmp_path))}").replace("/var/log/dw.log", str(log))
+               .replace("/tmp/dw-videos.lock", str(tmp_path / "dw.lock")))
     videos = tmp_path / "videos"
     _batch(speech, videos, 1)
     cron_env = {"PATH": dw_env["PATH"], "HOME": str(tmp_path), "SHELL": "/bin/sh", "LOGNAME": "cron",
