@@ -25,12 +25,13 @@ def _clock(seconds: float) -> str:
 
 
 def summary_line(summary: RunSummary) -> str:
-    """``dw: 3 ok, 1 skipped, 1 failed; 0.21 h of audio in 0:12 (63.0x real time)``"""
-    return (
-        f"dw: {summary.ok} ok, {summary.skipped} skipped, {summary.failed} failed; "
-        f"{summary.audio_s / 3600:.2f} h of audio in {_clock(summary.wall_s)} "
-        f"({summary.realtime_factor:.1f}x real time)"
-    )
+    """``dw: 3 ok, 1 skipped, 1 failed; 0.21 h of audio in 0:12 (63.0x real time)``; a run
+    that transcribed nothing says only its counts."""
+    counts = f"dw: {summary.ok} ok, {summary.skipped} skipped, {summary.failed} failed"
+    if summary.audio_s <= 0:
+        return counts
+    return (f"{counts}; {summary.audio_s / 3600:.2f} h of audio in {_clock(summary.wall_s)} "
+            f"({summary.realtime_factor:.1f}x real time)")
 
 
 def error_line(outcome: FileOutcome) -> str:
