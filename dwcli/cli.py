@@ -81,6 +81,18 @@ def _root(
     """dw: batch speech-to-text with Distil-Whisper."""
 
 
+def _language_code(value: str) -> str:
+    """``--language``: a Whisper language code or name (``de``, ``German``) -> the code."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = value.strip().lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise UsageError(f"--language {value}: unknown language; give a code such as en, de or fr, or a name such as german")
+
+
 def _temperatures(value: str) -> tuple[float, ...]:
     """``"0,0.2,0.4"`` -> (0.0, 0.2, 0.4): rising, non-negative, the first one tried first."""
     try:
@@ -191,7 +203,8 @@ def transcribe(
         int, typer.Option(envvar="DW_WORKERS", help="Processes decoding media beside the model (-1: auto, 0: none).")
     ] = -1,
     language: Annotated[
-        Optional[str], typer.Option("--language", "-l", envvar="DW_LANGUAGE", help="Language code, e.g. en (default: detect).")
+        Optional[str], typer.Option("--language", "-l", envvar="DW_LANGUAGE",
+                                    help="Language code or name, e.g. de or german (default: detect per window).")
     ] = None,
     task: Annotated[str, typer.Option(envvar="DW_TASK", help="transcribe, or translate (into English).")] = "transcribe",
     long_form: Annotated[
@@ -283,6 +296,8 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
     if long_form not in ("chunked", "sequential"):
         raise UsageError(f"--long-form {long_form}: expected chunked or sequential")
     temperatures = _temperatures(temperature)
+    if language is not None:
+        language = _language_code(language)
     if beam_size < 1:
         raise UsageError(f"--beam-size {beam_size}: expected 1 or more")
     if beam_size > 1 and assistant:
@@ -403,6 +418,8 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
         )
         if language and engine.english_only and language != "en":
             raise UsageError(f"--language {language}: {engine.model_id} is an English-only model")
+        if language and not engine.english_only and language not in engine.special.languages:
+            raise UsageError(f"--language {language}: not one of {engine.model_id}'s languages")
     summary = transcribe_files(todo, engine, options, reporter, stdout=real_stdout, settled=settled)
     return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, rank)
 

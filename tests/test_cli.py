@@ -65,6 +65,8 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         (["x.wav", "--quantize", "int4"], {}, "--quantize int4: expected auto, none or int8"),
         (["x.wav", "--max-cps", "0"], {}, "--max-cps must be positive, got 0"),
         (["x.wav", "--beam-size", "0"], {}, "--beam-size 0: expected 1 or more"),
+        (["x.wav", "--language", "klingon"], {},
+         "--language klingon: unknown language; give a code such as en, de or fr, or a name such as german"),
         (["x.wav", "--beam-size", "5", "--assistant", "a"], {},
          "--assistant decodes greedily: it cannot be combined with --beam-size"),
         (["-", "--format", "srt,vtt"], {}, "writing to standard output takes one format, got srt,vtt"),
@@ -83,6 +85,14 @@ def test_bad_option_value_exits_2_naming_option_and_variable(args, env):
     result = invoke("transcribe", "x.wav", *args, env=env)
     assert result.exit_code == 2
     assert "Error: Invalid value for '--batch-size' / '-b' (env var: 'DW_BATCH_SIZE')" in result.stderr
+
+
+def test_english_only_model_takes_english_only(jfk):
+    result = invoke("transcribe", str(jfk["path"]), "--model", "offline:tiny.en", "--stdout", "--language", "French")
+    assert (result.exit_code, result.stderr) == (2, "Error: --language fr: offline:tiny.en is an English-only model\n")
+    result = invoke("transcribe", str(jfk["path"]), "--model", "offline:tiny.en", "--stdout", "--language", "English",
+                    "--format", "txt")
+    assert result.exit_code == 0 and "fellow Americans" in result.stdout
 
 
 @pytest.mark.parametrize("args, env", [(["--model", "/nonexistent"], {}), ([], {"DW_MODEL": "/nonexistent"})])
