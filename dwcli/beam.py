@@ -58,7 +58,7 @@ class BeamSearchDecoder:
             languages = decoder.detect_language(cross_kv, windows, encoder_states)
         else:
             languages = [options.language or ("en" if special.multilingual else None)] * windows
-        prompts = [decoder._prompt(language, options) for language in languages]
+        prompts = [decoder.prompt_tokens(language, options) for language in languages]
         prompt_length = len(prompts[0])
         max_new = min(options.max_new_tokens, decoder.max_positions - prompt_length)
         speech_end = decoder.speech_end_tokens(speech_end_s, options, device)
@@ -82,7 +82,7 @@ class BeamSearchDecoder:
         live = list(range(windows))  # original index of each window still searching
         finished: list[list[_Candidate]] = [[] for _ in range(windows)]
         for step in range(max_new):
-            logits = decoder._apply_rules(logits, generated[:, :step], step, options, last_timestamp, speech_end)
+            logits = decoder.apply_rules(logits, generated[:, :step], step, options, last_timestamp, speech_end)
             logprobs = F.log_softmax(logits, dim=-1)
             vocab = logprobs.shape[-1]
             pooled = (scores.view(-1, 1) + logprobs).view(len(live), beams * vocab)

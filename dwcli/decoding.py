@@ -227,7 +227,7 @@ class GreedyDecoder:
         best = self.logits(hidden[:, -1])[:, ids].argmax(dim=-1)
         return [codes[index] for index in best.tolist()]
 
-    def _prompt(self, language: str | None, options: DecodingOptions) -> list[int]:
+    def prompt_tokens(self, language: str | None, options: DecodingOptions) -> list[int]:
         prompt = [self.special.start_of_transcript]
         if self.special.multilingual:
             prompt.append(self.special.languages.get(language or "en", self.special.languages.get("en")))
@@ -238,7 +238,7 @@ class GreedyDecoder:
         return prompt
 
     # -- Whisper's decoding rules, for the whole batch at once -----------------------------
-    def _apply_rules(self, logits, generated, step, options, last_timestamp, speech_end=None):
+    def apply_rules(self, logits, generated, step, options, last_timestamp, speech_end=None):
         """Mask ``logits`` (batch, vocab) in place: suppressed tokens and timestamp rules."""
         special = self.special
         if len(self._suppress):
@@ -328,7 +328,7 @@ class GreedyDecoder:
         else:
             languages = [options.language or ("en" if self.special.multilingual else None)] * batch
 
-        prompts = [self._prompt(language, options) for language in languages]
+        prompts = [self.prompt_tokens(language, options) for language in languages]
         prompt_length = len(prompts[0])
         max_new = min(options.max_new_tokens, self.max_positions - prompt_length)
         tokens = torch.tensor(prompts, device=device)
@@ -345,7 +345,7 @@ class GreedyDecoder:
         active = torch.arange(batch, device=device)  # original row of each row still decoding
         for step in range(max_new):
             rows_generated = generated[active]
-            logits = self._apply_rules(logits, rows_generated, step, options, last_timestamp[active],
+            logits = self.apply_rules(logits, rows_generated, step, options, last_timestamp[active],
                                        None if speech_end is None else speech_end[active])
             if sampler is None:
                 next_tokens = logits.argmax(dim=-1)

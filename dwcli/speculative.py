@@ -291,7 +291,7 @@ class SpeculativeDecoder:
             language = teacher.detect_language(teacher_cross, 1, teacher_states)[0]
         else:
             language = options.language or ("en" if special.multilingual else None)
-        prompt = teacher._prompt(language, options)
+        prompt = teacher.prompt_tokens(language, options)
         prompt_length = len(prompt)
         max_new = min(options.max_new_tokens, teacher.max_positions - prompt_length)
         # The assistant drafts only where its own positions reach.
@@ -330,7 +330,7 @@ class SpeculativeDecoder:
                 assistant_logits = assistant.logits(hidden[:, -1])
                 draft_timestamp = last_timestamp
                 for index in range(k):
-                    masked = teacher._apply_rules(assistant_logits, generated, step + index, options,
+                    masked = teacher.apply_rules(assistant_logits, generated, step + index, options,
                                                   torch.tensor([draft_timestamp], device=device), speech_end)
                     token = int(masked.argmax(dim=-1))
                     drafts.append(token)
@@ -365,7 +365,7 @@ class SpeculativeDecoder:
             for index in range(len(candidates)):
                 if step + index >= max_new:
                     break
-                masked = teacher._apply_rules(candidates[index : index + 1], generated, step + index, options,
+                masked = teacher.apply_rules(candidates[index : index + 1], generated, step + index, options,
                                               torch.tensor([last_timestamp], device=device), speech_end)
                 token = int(masked.argmax(dim=-1))
                 sum_logprob += F.log_softmax(masked, dim=-1)[:, token]

@@ -132,7 +132,7 @@ class WordAligner:
             return
         # The prompt ends in <|notimestamps|>: alignment reads text tokens only, as openai-whisper does.
         prompts = [
-            self.decoder._prompt(request.language, DecodingOptions(timestamps=False, task=request.task))
+            self.decoder.prompt_tokens(request.language, DecodingOptions(timestamps=False, task=request.task))
             for request in requests
         ]
         prompt_length = len(prompts[0])
