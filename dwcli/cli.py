@@ -420,6 +420,8 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
             raise UsageError(f"--language {language}: {engine.model_id} is an English-only model")
         if language and not engine.english_only and language not in engine.special.languages:
             raise UsageError(f"--language {language}: not one of {engine.model_id}'s languages")
+        if task == "translate" and engine.english_only:
+            _note(f"note: {engine.model_id} is English-only and cannot translate; it transcribes", quiet, log_json)
     summary = transcribe_files(todo, engine, options, reporter, stdout=real_stdout, settled=settled)
     return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, rank)
 

@@ -91,8 +91,9 @@ def test_english_only_model_takes_english_only(jfk):
     result = invoke("transcribe", str(jfk["path"]), "--model", "offline:tiny.en", "--stdout", "--language", "French")
     assert (result.exit_code, result.stderr) == (2, "Error: --language fr: offline:tiny.en is an English-only model\n")
     result = invoke("transcribe", str(jfk["path"]), "--model", "offline:tiny.en", "--stdout", "--language", "English",
-                    "--format", "txt")
+                    "--format", "txt", "--task", "translate")
     assert result.exit_code == 0 and "fellow Americans" in result.stdout
+    assert "dw: note: offline:tiny.en is English-only and cannot translate; it transcribes\n" in result.stderr
 
 
 @pytest.mark.parametrize("args, env", [(["--model", "/nonexistent"], {}), ([], {"DW_MODEL": "/nonexistent"})])
