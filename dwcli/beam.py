@@ -54,10 +54,7 @@ class BeamSearchDecoder:
         device = encoder_states.device
         windows = encoder_states.shape[0]
         cross_kv = decoder.cross_attention_kv(encoder_states)
-        if special.multilingual and options.language is None:
-            languages = decoder.detect_language(cross_kv, windows, encoder_states)
-        else:
-            languages = [options.language or ("en" if special.multilingual else None)] * windows
+        languages = decoder.window_languages(cross_kv, options, windows, encoder_states)
         prompts = [decoder.prompt_tokens(language, options) for language in languages]
         prompt_length = len(prompts[0])
         max_new = min(options.max_new_tokens, decoder.max_positions - prompt_length)

@@ -227,6 +227,13 @@ class GreedyDecoder:
         best = self.logits(hidden[:, -1])[:, ids].argmax(dim=-1)
         return [codes[index] for index in best.tolist()]
 
+    def window_languages(self, cross_kv, options: DecodingOptions, batch: int, like: torch.Tensor) -> list[str | None]:
+        """Each window's language: ``options.language``, else detected (multilingual models),
+        else None (English-only models)."""
+        if self.special.multilingual and options.language is None:
+            return self.detect_language(cross_kv, batch, like)
+        return [options.language or ("en" if self.special.multilingual else None)] * batch
+
     def prompt_tokens(self, language: str | None, options: DecodingOptions) -> list[int]:
         prompt = [self.special.start_of_transcript]
         if self.special.multilingual:
@@ -323,11 +330,7 @@ class GreedyDecoder:
         speech_end = self.speech_end_tokens(speech_end_s, options, encoder_states.device)
         device = encoder_states.device
         cross_kv = self.cross_attention_kv(encoder_states)
-        if self.special.multilingual and options.language is None:
-            languages = self.detect_language(cross_kv, batch, encoder_states)
-        else:
-            languages = [options.language or ("en" if self.special.multilingual else None)] * batch
-
+        languages = self.window_languages(cross_kv, options, batch, encoder_states)
         prompts = [self.prompt_tokens(language, options) for language in languages]
         prompt_length = len(prompts[0])
         max_new = min(options.max_new_tokens, self.max_positions - prompt_length)

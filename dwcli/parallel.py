@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .batching import stream_items
 from .errors import UsageError
-from .pipeline import FileOutcome, Reporter, RunSummary, transcribe_files
+from .pipeline import FileOutcome, Reporter, RunSummary, report_settled, transcribe_files
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,7 @@ def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, 
     started = time.monotonic()
     reporter.start([*(outcome.media for outcome in settled), *files])
     total = RunSummary()
-    for outcome in settled:
-        total.skipped += outcome.status == "skipped"
-        total.failed += outcome.status == "failed"
-        reporter.file_done(outcome)
+    report_settled(settled, reporter, total)
     # Not daemonic: a replica starts its own decoding workers, which a daemon may not.  The
     # finally below stops them if this process is interrupted.
     processes = [
@@ -155,10 +152,7 @@ def _collect(processes, events, reporter: Reporter, total: RunSummary) -> list[s
             reporter.file_done(payload)
         elif kind == "summary":
             finished += 1
-            total.ok += payload.ok
-            total.failed += payload.failed
-            total.skipped += payload.skipped
-            total.audio_s += payload.audio_s
+            total.add(payload)
         elif kind == "crashed":
             finished += 1
             crashes.append(payload)

@@ -65,6 +65,13 @@ class RunSummary:
     def realtime_factor(self) -> float:
         return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
 
+    def add(self, other: RunSummary) -> None:
+        """Count another run's files and audio in (a replica's, under --devices)."""
+        self.ok += other.ok
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.audio_s += other.audio_s
+
 
 class Reporter:
     """Receives run events; the CLI picks a rich, plain, JSON or quiet implementation."""
@@ -237,6 +244,14 @@ def result_options(engine, options: TranscribeOptions) -> dict:
     }
 
 
+def report_settled(settled, reporter: Reporter, summary: RunSummary) -> None:
+    """Report and count the outcomes decided before a run (skipped inputs, missing paths)."""
+    for outcome in settled:
+        summary.skipped += outcome.status == "skipped"
+        summary.failed += outcome.status == "failed"
+        reporter.file_done(outcome)
+
+
 def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions, reporter: Reporter,
                      stdout=None, settled: list[FileOutcome] = (), items=None) -> RunSummary:
     """Transcribe ``files`` with ``engine``, writing each file's outputs when it is done.
@@ -250,10 +265,7 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
     run = _Run(files, engine, options, reporter, stdout or sys.stdout)
     if items is None:
         reporter.start([*(outcome.media for outcome in settled), *files])
-    for outcome in settled:
-        run.summary.skipped += outcome.status == "skipped"
-        run.summary.failed += outcome.status == "failed"
-        reporter.file_done(outcome)
+    report_settled(settled, reporter, run.summary)
     if files and options.long_form == "sequential":
         run.sequential()
     else:

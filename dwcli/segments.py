@@ -31,6 +31,12 @@ class Segment:
     words: list[Word] | None = None  # with --word-timestamps
     tokens: list[int] = field(default_factory=list, repr=False, compare=False)  # text tokens
 
+    def span_words(self) -> None:
+        """Start at the first word and end at the last (word times are sharper than
+        timestamp tokens); a segment without words keeps its times."""
+        if self.words:
+            self.start, self.end = self.words[0].start, max(self.words[-1].end, self.words[0].start)
+
     def shifted(self, offset_s: float) -> Segment:
         words = None
         if self.words is not None:

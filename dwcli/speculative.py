@@ -287,10 +287,7 @@ class SpeculativeDecoder:
         speech_end = teacher.speech_end_tokens(None if speech_end_s is None else [speech_end_s], options, device)
 
         teacher_cross = teacher.cross_attention_kv(teacher_states)
-        if special.multilingual and options.language is None:
-            language = teacher.detect_language(teacher_cross, 1, teacher_states)[0]
-        else:
-            language = options.language or ("en" if special.multilingual else None)
+        (language,) = teacher.window_languages(teacher_cross, options, 1, teacher_states)
         prompt = teacher.prompt_tokens(language, options)
         prompt_length = len(prompt)
         max_new = min(options.max_new_tokens, teacher.max_positions - prompt_length)

@@ -207,5 +207,5 @@ def _fit_into(segment: Segment, words: list[Word]) -> None:
         word.start = min(max(word.start, previous_end), segment.end)
         word.end = min(max(word.end, word.start), segment.end)
         previous_end = word.end
-    segment.start, segment.end = words[0].start, max(words[-1].end, words[0].start)
     segment.words = words
+    segment.span_words()

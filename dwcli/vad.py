@@ -88,6 +88,14 @@ def _snap_shared_boundaries(segments: list[Segment], active: np.ndarray) -> None
             before.end, after.start = new_end, max(new_start, new_end)
 
 
+def _speech_frames_in(start_s: float, end_s: float, active: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """The frames ``first``..``last`` (exclusive) covering start_s..end_s, and the offsets
+    from ``first`` of the speech frames among them."""
+    first = int(start_s / FRAME_S)
+    last = min(int(np.ceil(end_s / FRAME_S)), len(active))
+    return first, last, np.flatnonzero(active[first:last])
+
+
 def tighten(segments: list[Segment], active: np.ndarray) -> None:
     """Move each segment's start/end (window-local) onto the speech inside it, in place.
 
@@ -98,9 +106,7 @@ def tighten(segments: list[Segment], active: np.ndarray) -> None:
         return
     _snap_shared_boundaries(segments, active)
     for segment in segments:
-        first = int(segment.start / FRAME_S)
-        last = min(int(np.ceil(segment.end / FRAME_S)), len(active))
-        inside = np.flatnonzero(active[first:last])
+        first, _, inside = _speech_frames_in(segment.start, segment.end, active)
         if len(inside) == 0:
             continue
         start = max(segment.start, (first + inside[0]) * FRAME_S - _MARGIN_S)
@@ -117,17 +123,14 @@ def trim_words(segments: list[Segment], active: np.ndarray) -> None:
         return
     for segment in segments:
         for word in segment.words or []:
-            first = int(word.start / FRAME_S)
-            last = min(int(np.ceil(word.end / FRAME_S)), len(active))
-            inside = np.flatnonzero(active[first:last])
+            first, last, inside = _speech_frames_in(word.start, word.end, active)
             if len(inside) == 0:
                 continue
             if inside[0] * FRAME_S >= _MIN_PAUSE_S:
                 word.start = min(max(word.start, (first + inside[0]) * FRAME_S - _MARGIN_S), word.end)
             if (last - first - 1 - inside[-1]) * FRAME_S >= _MIN_PAUSE_S:
                 word.end = max(min(word.end, (first + inside[-1] + 1) * FRAME_S + _MARGIN_S), word.start)
-        if segment.words:  # a segment spans its words, as after alignment
-            segment.start, segment.end = segment.words[0].start, max(segment.words[-1].end, segment.words[0].start)
+        segment.span_words()  # as after alignment
 
 
 def long_inner_pauses(segment: Segment, active: np.ndarray) -> list[tuple[float, float]]:
