@@ -81,8 +81,6 @@ def _sweep_abandoned_temporaries(folder: Path) -> None:
 
 
 def _process_runs(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:

@@ -333,12 +333,11 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
     # slower in our measurements; alone on a CPU it costs nothing measurable.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .batching import default_workers
-    from .discover import Discovery
-    from .parallel import EngineSpec, launched_rank, parse_devices, shard, transcribe_on_devices
     from .decoding import DecodingOptions
-    from .discover import MediaFile
+    from .discover import Discovery, MediaFile
     from .engine import Engine, default_batch_size, pick_attention, pick_device, pick_dtype, pick_quantize
     from .models import resolve_model
+    from .parallel import EngineSpec, launched_rank, parse_devices, shard, transcribe_on_devices
     from .pipeline import FileOutcome, TranscribeOptions, transcribe_files
     from .resume import Recipe, Resume
 

@@ -154,9 +154,7 @@ class Engine:
             # Before quantizing: a Distil-Whisper student keeps its teacher's encoder, and then
             # shares this model's (the audio is encoded once).
             assistant_model = load_assistant(assistant, model, device, getattr(torch, self.compute_dtype), attention)
-        if quantize == "int8":
-            if device != "cpu":
-                raise UsageError("--quantize int8 runs on the CPU only")
+        if pick_quantize(quantize or "none", device) == "int8":
             # The encoder's and decoder layers' Linear modules; the output projection stays a
             # plain weight (the decoder reads it directly, in bfloat16 where the CPU can).
             # torch marks eager quantization deprecated (in favour of torchao) and warns on
