@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .audio import SAMPLE_RATE, decode_blocks
-from .chunking import Window, split_windows
+from .chunking import Chunker, Window
 from .discover import MediaFile
 from .errors import DwError
+from .vad import VadOptions
 
 
 @dataclass
@@ -45,14 +46,14 @@ class FileFailed:
     detail: str = ""  # the traceback, shown with DW_DEBUG=1
 
 
-def file_items(file_index: int, media: MediaFile, n_mels: int) -> Iterator[WindowItem | FileEnd | FileFailed]:
+def file_items(file_index: int, media: MediaFile, n_mels: int,
+               vad: VadOptions = VadOptions()) -> Iterator[WindowItem | FileEnd | FileFailed]:
     """Stream one file as windows with features, then its end (or its failure)."""
     from .features import log_mel
 
-    samples = 0
+    chunker = Chunker(vad)
     try:
-        for window in split_windows(decode_blocks(media.source)):
-            samples = round(window.offset_s * SAMPLE_RATE) + len(window.samples)
+        for window in chunker.windows(decode_blocks(media.source)):
             yield WindowItem(file_index, window, log_mel(window.samples, n_mels))
     except DwError as error:
         yield FileFailed(file_index, str(error))
@@ -60,7 +61,7 @@ def file_items(file_index: int, media: MediaFile, n_mels: int) -> Iterator[Windo
     except Exception as error:  # an unexpected failure still fails only this file
         yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
-    yield FileEnd(file_index, samples / SAMPLE_RATE)
+    yield FileEnd(file_index, chunker.samples_read / SAMPLE_RATE)
 
 
 def _iterable_dataset_base():
@@ -74,10 +75,11 @@ class WindowStream(_iterable_dataset_base()):
     with ``claims`` (a multiprocessing queue of file indices shared with other processes),
     each worker takes the next unclaimed file instead, so whoever is free does the work."""
 
-    def __init__(self, files: list[MediaFile], n_mels: int, claims=None):
+    def __init__(self, files: list[MediaFile], n_mels: int, claims=None, vad: VadOptions = VadOptions()):
         self.files = files
         self.n_mels = n_mels
         self.claims = claims
+        self.vad = vad
 
     def __iter__(self):
         import torch
@@ -88,7 +90,7 @@ class WindowStream(_iterable_dataset_base()):
             torch.set_num_threads(1)  # workers share the CPU with the model
         indices = range(worker, len(self.files), workers) if self.claims is None else _claimed(self.claims)
         for file_index in indices:
-            yield from file_items(file_index, self.files[file_index], self.n_mels)
+            yield from file_items(file_index, self.files[file_index], self.n_mels, self.vad)
 
 
 def _claimed(claims) -> Iterator[int]:
@@ -115,21 +117,21 @@ def default_workers(device: str) -> int:
     return 1 if cores > 1 else 0
 
 
-def stream_items(files: list[MediaFile], n_mels: int, workers: int,
-                 claims=None) -> Iterator[WindowItem | FileEnd | FileFailed]:
+def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
+                 vad: VadOptions = VadOptions()) -> Iterator[WindowItem | FileEnd | FileFailed]:
     """The files' items, decoded in ``workers`` background processes (0: in this one): all
     of them, or with ``claims`` those this process's workers take from that shared queue.
 
     Standard input can only be read once, by one process, so it is decoded here.
     """
     if workers <= 0 or any(media.is_stdin for media in files) or len(files) == 0:
-        yield from WindowStream(files, n_mels, claims)
+        yield from WindowStream(files, n_mels, claims, vad)
         return
     import torch
 
     workers = min(workers, len(files))
     loader = torch.utils.data.DataLoader(
-        WindowStream(files, n_mels, claims),
+        WindowStream(files, n_mels, claims, vad),
         batch_size=None,
         num_workers=workers,
         collate_fn=_unchanged,

@@ -1,23 +1,30 @@
-"""Long audio -> windows of at most 30 s, cut in pauses.
+"""Long audio -> windows of at most 30 s for the model.
 
-Whisper reads 30 s at a time.  Rather than overlapping fixed windows and stitching the
-overlaps back together afterwards (the transformers pipeline's approach, whose merge breaks
-words and timestamps at the borders), dw cuts the stream where it is quietest within the
-last few seconds before each 30 s limit.  Windows then never overlap, a word is almost never
-split, every window is transcribed independently (so windows of many files batch
-together), and the segments of consecutive windows join without any stitching: the
-timeline stays continuous and monotonic by construction.
+With speech detection (the default), a window is assembled from the speech regions ``vad``
+finds: padded regions are joined one after another, non-speech between them left out (a
+pause of up to two pads stays, so phrasing survives), until the next region would not fit in
+30 s; the window is then cut at the longest pause among its last few regions.  Music,
+noise and silence never reach the model, and a window's ``spans`` map its samples back to
+the file's timeline (faster-whisper's batched pipeline and whisperX work the same way).
+
+Without detection (``--no-vad``), windows cover every sample: the stream is cut where it is
+quietest within the last few seconds before each 30 s limit, so a word is almost never split.
+
+Either way windows never overlap and are transcribed independently, so windows of many
+files share a batch and segments of consecutive windows join without stitching.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .audio import SAMPLE_RATE
 from .features import WINDOW_SAMPLES
+from .vad import Region, SpeechFilter, SpeechPiece, VadOptions
 
 # Where a cut may fall: between this many seconds and the full 30 s of a window.
 MIN_CUT_SECONDS = 22.0
@@ -27,16 +34,81 @@ _PAUSE_FRAMES = 20  # 200 ms
 
 
 @dataclass(frozen=True)
+class Span:
+    """``length`` samples of a window, from ``at`` on, taken from the file at ``start``."""
+
+    at: int
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
 class Window:
-    """One model input: ``samples`` of a file starting at ``offset_s`` seconds."""
+    """One model input: ``samples`` of a file, which start at ``offset_s`` in it.
+
+    ``spans`` say where each stretch of ``samples`` lies in the file when the window leaves
+    non-speech out (empty: one stretch from ``offset_s``).  ``speech`` are the detected
+    speech regions the window holds (file samples), or None when no detector ran.
+    ``ends_in_pause`` is False when the window's end cuts into speech (a sequential window
+    ends wherever 30 s fall).
+    """
 
     index: int  # 0-based position of the window in its file
     offset_s: float
     samples: np.ndarray  # 16 kHz mono float32, at most 30 s
+    spans: tuple[Span, ...] = ()
+    speech: tuple[Region, ...] | None = None
+    ends_in_pause: bool = True
 
     @property
     def duration_s(self) -> float:
         return len(self.samples) / SAMPLE_RATE
+
+    def _spans(self) -> tuple[Span, ...]:
+        return self.spans or (Span(0, round(self.offset_s * SAMPLE_RATE), len(self.samples)),)
+
+    def file_time(self, local_s: float, end: bool = False) -> float:
+        """The file's time (seconds) of a time in the window.  At a join between two spans,
+        a start belongs to the later span and an ``end`` to the earlier one."""
+        spans = self._spans()
+        sample = local_s * SAMPLE_RATE
+        ats = [span.at for span in spans]
+        index = (bisect.bisect_left(ats, sample) - 1) if end else (bisect.bisect_right(ats, sample) - 1)
+        span = spans[max(0, index)]
+        return (span.start + min(max(sample - span.at, 0), span.length)) / SAMPLE_RATE
+
+    def local_time(self, file_sample: int) -> float:
+        """The window's time (seconds) of a file sample, clamped into the window."""
+        for span in self._spans():
+            if file_sample < span.start + span.length:
+                return (span.at + max(file_sample - span.start, 0)) / SAMPLE_RATE
+        return self.duration_s
+
+    @property
+    def end_s(self) -> float:
+        """The file's time at the window's last sample."""
+        return self.file_time(self.duration_s, end=True)
+
+    @property
+    def speech_end_s(self) -> float | None:
+        """Window time where its last detected speech ends, while the window ends in a pause:
+        the decoder may not end the text before it.  None: no such rule (no detector, or a
+        window that cuts into speech, where Whisper must be free to stop after its last
+        complete phrase)."""
+        if self.speech is None or not self.ends_in_pause:
+            return None
+        if not self.speech:
+            return 0.0
+        return self.local_time(self.speech[-1].end)
+
+    def rest_from(self, cut: int) -> Window:
+        """The window from sample ``cut`` on (decoded again when Whisper stopped early)."""
+        spans = tuple(
+            Span(max(span.at - cut, 0), span.start + max(cut - span.at, 0), span.length - max(cut - span.at, 0))
+            for span in self._spans() if span.at + span.length > cut
+        )
+        offset = spans[0].start / SAMPLE_RATE if spans else self.offset_s + cut / SAMPLE_RATE
+        return replace(self, offset_s=offset, samples=self.samples[cut:], spans=spans if self.spans else ())
 
 
 def quietest_cut(samples: np.ndarray, earliest: int, latest: int) -> int:
@@ -56,7 +128,7 @@ def quietest_cut(samples: np.ndarray, earliest: int, latest: int) -> int:
 
 
 def split_windows(blocks: Iterable[np.ndarray]) -> Iterator[Window]:
-    """Cut a stream of sample blocks into consecutive windows of at most 30 s.
+    """Cut a stream of sample blocks into consecutive windows of at most 30 s (``--no-vad``).
 
     Holds at most one window plus one block in memory, whatever the stream's length.
     """
@@ -76,3 +148,72 @@ def split_windows(blocks: Iterable[np.ndarray]) -> Iterator[Window]:
         return
     yield Window(index, consumed / SAMPLE_RATE, buffer)
 
+
+def _assemble(index: int, pieces: list[SpeechPiece]) -> Window:
+    """One window of consecutive speech pieces; pieces that touch share a span."""
+    spans: list[Span] = []
+    at = 0
+    for piece in pieces:
+        if spans and spans[-1].start + spans[-1].length == piece.start:
+            last = spans[-1]
+            spans[-1] = Span(last.at, last.start, last.length + len(piece.samples))
+        else:
+            spans.append(Span(at, piece.start, len(piece.samples)))
+        at += len(piece.samples)
+    samples = np.concatenate([piece.samples for piece in pieces]) if len(pieces) > 1 else pieces[0].samples
+    speech = tuple(region for piece in pieces for region in piece.speech or ())
+    return Window(index, pieces[0].start / SAMPLE_RATE, samples, tuple(spans), speech)
+
+
+def _best_cut(pieces: list[SpeechPiece]) -> int:
+    """How many of ``pieces`` (which together fill a window) the window takes: the cut
+    falls at the longest pause between regions once the window holds MIN_CUT_SECONDS."""
+    earliest = MIN_CUT_SECONDS * SAMPLE_RATE
+    best, best_pause, length = len(pieces), -1, 0
+    for count in range(1, len(pieces)):
+        length += len(pieces[count - 1].samples)
+        if length < earliest:
+            continue
+        pause = pieces[count].speech[0].start - pieces[count - 1].speech[-1].end
+        if pause > best_pause:
+            best, best_pause = count, pause
+    return best
+
+
+def speech_windows(pieces: Iterable[SpeechPiece]) -> Iterator[Window]:
+    """Pack padded speech pieces, in order, into windows of at most 30 s."""
+    held: list[SpeechPiece] = []
+    held_samples = 0
+    index = 0
+    for piece in pieces:
+        if held and held_samples + len(piece.samples) > WINDOW_SAMPLES:
+            count = _best_cut(held)
+            yield _assemble(index, held[:count])
+            index += 1
+            held = held[count:]
+            held_samples = sum(len(kept.samples) for kept in held)
+        held.append(piece)
+        held_samples += len(piece.samples)
+    if held:
+        yield _assemble(index, held)
+
+
+class Chunker:
+    """A file's blocks -> its windows, by ``vad`` options; then ``samples_read`` is the
+    file's length (trailing non-speech included)."""
+
+    def __init__(self, vad: VadOptions):
+        self.filter = SpeechFilter(vad)
+        self._plain_samples = 0
+
+    @property
+    def samples_read(self) -> int:
+        return self.filter.samples_read if self.filter.options.enabled else self._plain_samples
+
+    def windows(self, blocks: Iterable[np.ndarray]) -> Iterator[Window]:
+        if self.filter.options.enabled:
+            yield from speech_windows(self.filter.pieces(blocks))
+            return
+        for window in split_windows(blocks):
+            self._plain_samples = round(window.offset_s * SAMPLE_RATE) + len(window.samples)
+            yield window

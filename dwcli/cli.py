@@ -212,6 +212,24 @@ def transcribe(
                           help="chunked: windows cut in pauses, batched across files (fast); sequential: "
                                "Whisper's seek-based algorithm, one window after another per file.")
     ] = "chunked",
+    vad: Annotated[
+        bool, typer.Option("--vad/--no-vad", envvar="DW_VAD",
+                           help="Detect speech (Silero VAD) and transcribe only it: music, noise and silence "
+                                "never reach the model. --no-vad gives every sample to Whisper.")
+    ] = True,
+    vad_threshold: Annotated[
+        float, typer.Option(envvar="DW_VAD_THRESHOLD",
+                            help="Speech probability at which speech starts (lower finds more, quieter speech).")
+    ] = 0.5,
+    vad_min_speech_ms: Annotated[
+        int, typer.Option(envvar="DW_VAD_MIN_SPEECH_MS", help="Drop detected speech shorter than this (ms).")
+    ] = 0,
+    vad_min_silence_ms: Annotated[
+        int, typer.Option(envvar="DW_VAD_MIN_SILENCE_MS", help="A pause must last this long (ms) to end speech.")
+    ] = 160,
+    vad_speech_pad_ms: Annotated[
+        int, typer.Option(envvar="DW_VAD_SPEECH_PAD_MS", help="Audio kept around detected speech on each side (ms).")
+    ] = 400,
     word_timestamps: Annotated[
         bool, typer.Option("--word-timestamps", envvar="DW_WORD_TIMESTAMPS",
                            help="Time every word (cross-attention + DTW): words in JSON, word-accurate subtitle cues.")
@@ -279,7 +297,8 @@ def transcribe(
 def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, null_separated, model, assistant,
                 device, devices,
                 dtype,
-                attention, quantize, batch_size, workers, language, task, long_form, word_timestamps,
+                attention, quantize, batch_size, workers, language, task, long_form, vad, vad_threshold,
+                vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms, word_timestamps,
                 highlight_words, beam_size, temperature, compression_ratio_threshold, logprob_threshold,
                 no_speech_threshold, max_line_width, max_line_count,
                 max_cue_duration, max_cps, quiet, log_json, real_stdout) -> ExitStatus:
@@ -296,6 +315,15 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
     if long_form not in ("chunked", "sequential"):
         raise UsageError(f"--long-form {long_form}: expected chunked or sequential")
     temperatures = _temperatures(temperature)
+    from .vad import VadOptions
+
+    if not 0 < vad_threshold < 1:
+        raise UsageError(f"--vad-threshold {vad_threshold:g}: expected a probability between 0 and 1")
+    for name, value in (("--vad-min-speech-ms", vad_min_speech_ms), ("--vad-min-silence-ms", vad_min_silence_ms),
+                        ("--vad-speech-pad-ms", vad_speech_pad_ms)):
+        if value < 0:
+            raise UsageError(f"{name} {value}: expected 0 or more")
+    vad_options = VadOptions(vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms)
     if language is not None:
         language = _language_code(language)
     if beam_size < 1:
@@ -380,6 +408,7 @@ def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, nu
                                              highlight_words=highlight_words)),
         to_stdout=to_stdout,
         long_form=long_form,
+        vad=vad_options,
     )
     if {"srt", "vtt"} & set(fmt_list) and not options.decoding.word_timestamps:
         _note("note: subtitle cues that split a segment are timed by character count; "

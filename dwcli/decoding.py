@@ -271,8 +271,9 @@ class GreedyDecoder:
             logits[after_pair, begin:] = -float("inf")
             if speech_end is not None:
                 # Whisper ends a window after a pair of timestamps when it takes the last
-                # phrase for one the window cuts off; dw's windows end in pauses, so while
-                # speech remains after that timestamp, the end of text is not allowed.
+                # phrase for one the window cuts off.  When the window really ends in a
+                # pause (the speech detector says so), nothing is cut off: while speech
+                # remains after that timestamp, the end of text is not allowed.
                 logits[after_pair & (last_timestamp < speech_end), special.end_of_text] = -float("inf")
             logits[last_was_timestamp & ~penultimate_was_timestamp, : special.end_of_text] = -float("inf")
             # Timestamps never go back; only a lone timestamp's partner may repeat it.
@@ -288,13 +289,14 @@ class GreedyDecoder:
         logits[timestamp_logprob > text_logprob, :begin] = -float("inf")
         return logits
 
-    def speech_end_tokens(self, speech_end_s: list[float] | None, options: DecodingOptions, device):
+    def speech_end_tokens(self, speech_end_s: list[float | None] | None, options: DecodingOptions, device):
         """Per window, as a timestamp token, the latest last timestamp that still leaves
-        speech unread (the end of text is barred before it); None when not used."""
-        if speech_end_s is None or not options.timestamps:
+        speech unread (the end of text is barred before it); -1 where a window has no such
+        rule; None when no window has."""
+        if speech_end_s is None or not options.timestamps or all(end is None for end in speech_end_s):
             return None
         return torch.tensor(
-            [self.special.timestamp_begin + round((end - _MIN_UNREAD_SPEECH_S) / SECONDS_PER_TIMESTAMP)
+            [-1 if end is None else self.special.timestamp_begin + round((end - _MIN_UNREAD_SPEECH_S) / SECONDS_PER_TIMESTAMP)
              for end in speech_end_s], device=device)
 
     # -- the loop ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .errors import ModelLoadError, UsageError
 from .models import ResolvedModel
 from .speculative import DraftDecoder, SpeculativeDecoder, load_assistant, teacher_states
 from .segments import Segment, segments_from_tokens
-from . import vad
+from . import refine
 from .timing import AlignmentRequest, WordAligner
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
@@ -204,7 +204,9 @@ class Engine:
         """Decode a batch: ``features`` (batch, n_mels, 3000) of ``windows``.
 
         Silent windows are skipped; windows that fail the fallback checks are decoded again
-        at the next temperature; with word timestamps, words are aligned afterwards.
+        at the next temperature; words are aligned afterwards where they are asked for or
+        needed to split a segment at a pause.  Segments are in window time (``refine``
+        puts them on the file's timeline).
         """
         import torch
 
@@ -214,9 +216,8 @@ class Engine:
             return results
         batch = features[audible] if len(audible) < len(windows) else features
         encoded = self.decoder.encode(batch.to(self.device, getattr(torch, self.compute_dtype)))
-        # Where each window has speech: computed once, read by decoding and segment shaping.
-        activity = {row: vad.speech_frames(windows[row].samples) for row in audible}
-        speech_end = [vad.speech_end_s(activity[row]) for row in audible]
+        # Where each window's detected speech ends: the decoder may not end the text before it.
+        speech_end = [windows[row].speech_end_s for row in audible]
         if options.beam_size > 1:  # at temperature 0 only; the fallback samples as usual
             decoded = self.beam_search.decode_encoded(encoded, options, speech_end_s=speech_end)
         else:
@@ -230,12 +231,12 @@ class Engine:
             for index, result in zip(retry, again):
                 decoded[index] = result
         for row, result in zip(audible, decoded):
-            results[row] = self._result(windows[row], result, options, activity[row])
+            results[row] = self._result(windows[row], result, options)
         # Words are needed when asked for, and to split a segment Whisper ran across a pause.
         needs_words = [
             index for index, row in enumerate(audible)
             if results[row].segments and (
-                options.word_timestamps or vad.needs_split(results[row].segments, activity[row]))
+                options.word_timestamps or refine.needs_words(windows[row], results[row].segments))
         ]
         if needs_words:
             requests = [
@@ -243,13 +244,6 @@ class Engine:
                 for row in (audible[index] for index in needs_words)
             ]
             self.aligner.align(teacher_states(encoded[needs_words]), requests)
-            for index in needs_words:
-                result = results[audible[index]]
-                vad.trim_words(result.segments, activity[audible[index]])
-                result.segments[:] = vad.split_at_pauses(result.segments, activity[audible[index]])
-                if not options.word_timestamps:
-                    for segment in result.segments:
-                        segment.words = None
         return results
 
     def _needs_fallback(self, decoded: DecodedWindow, options: DecodingOptions) -> bool:
@@ -262,13 +256,12 @@ class Engine:
         too_unlikely = options.logprob_threshold is not None and decoded.avg_logprob < options.logprob_threshold
         return too_repetitive or too_unlikely or decoded.truncated
 
-    def _result(self, window: Window, decoded: DecodedWindow, options: DecodingOptions, active) -> WindowResult:
+    def _result(self, window: Window, decoded: DecodedWindow, options: DecodingOptions) -> WindowResult:
         if _is_no_speech(decoded, options):
             return WindowResult([], decoded.language, None)
         segments, last_timestamp_s, ended_in_pair = segments_from_tokens(
             decoded.tokens, self.special, self.decode_text, window.duration_s
         )
-        vad.tighten(segments, active)
         resume_at = None
         if (
             ended_in_pair

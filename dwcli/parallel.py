@@ -76,7 +76,7 @@ def _replica(device: str, threads: int, spec: EngineSpec, files, options, tasks,
         engine = Engine(spec.resolved, device=device, dtype=spec.dtype, attention=spec.attention,
                         quantize=spec.quantize, assistant=spec.assistant)
         # The replica's decoding workers take files from the queue all replicas share.
-        items = stream_items(files, engine.n_mels, options.workers, claims=tasks)
+        items = stream_items(files, engine.n_mels, options.workers, claims=tasks, vad=options.vad)
         summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever

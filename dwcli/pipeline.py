@@ -16,11 +16,12 @@ from pathlib import Path
 from .atomic import write_atomic
 from .audio import SAMPLE_RATE
 from .batching import FileEnd, FileFailed, WindowItem, stack_features, stream_items
-from .chunking import Window
 from .decoding import DecodingOptions
 from .discover import MediaFile
 from .features import log_mel
+from . import refine
 from .resume import Resume
+from .vad import VadOptions
 from .segments import Segment, Transcript, timeline
 from .writers import WriterOptions, render
 
@@ -36,6 +37,7 @@ class TranscribeOptions:
     writer: WriterOptions = WriterOptions()
     to_stdout: bool = False  # write the single format to stdout instead of files
     long_form: str = "chunked"  # "chunked" (windows cut in pauses, batched) or "sequential"
+    vad: VadOptions = VadOptions()  # what is speech: only it reaches the model
     resume: Resume | None = None  # records how each file's outputs were made (--skip-existing)
 
 
@@ -97,7 +99,8 @@ class _FileState:
 
 
 class _Run:
-    def __init__(self, files, engine, options: TranscribeOptions, reporter: Reporter, stdout):
+    def __init__(self, files, engine, options: TranscribeOptions, reporter: Reporter, stdout, collect=None):
+        self.collect = collect  # takes (MediaFile, Transcript) instead of writing outputs
         self.engine = engine
         self.options = options
         self.reporter = reporter
@@ -148,14 +151,14 @@ class _Run:
         for item, result in zip(batch, results):
             state = self.states[item.file_index]
             window = item.window
-            state.segments.extend(segment.shifted(window.offset_s) for segment in result.segments)
+            state.segments.extend(refine.settle(window, result.segments, self.options.decoding.word_timestamps))
             if result.language:
                 state.languages[result.language] += 1
             done_s = window.duration_s
             if result.resume_at_s is not None:
                 # Whisper stopped early: the rest of this window goes round again.
                 cut = round(result.resume_at_s * SAMPLE_RATE)
-                rest = Window(window.index, window.offset_s + cut / SAMPLE_RATE, window.samples[cut:])
+                rest = window.rest_from(cut)
                 self.pending.insert(0, WindowItem(item.file_index, rest, log_mel(rest.samples, self.engine.n_mels)))
                 done_s = cut / SAMPLE_RATE
             else:
@@ -170,7 +173,8 @@ class _Run:
         from .sequential import sequential_transcripts
 
         sources = [(index, state.media.source) for index, state in enumerate(self.states)]
-        for event in sequential_transcripts(sources, self.engine, self.options.decoding, self.options.batch_size):
+        for event in sequential_transcripts(sources, self.engine, self.options.decoding, self.options.batch_size,
+                                            self.options.vad):
             if isinstance(event, FileFailed):
                 self._fail(event.file_index, event.message, event.detail)
                 continue
@@ -204,7 +208,9 @@ class _Run:
             options=result_options(self.engine, self.options),
         )
         try:
-            outputs = self._write(state.media, transcript)
+            outputs = self._write(state.media, transcript) if self.collect is None else []
+            if self.collect is not None:
+                self.collect(state.media, transcript)
         except OSError as error:
             self._fail(file_index, f"{state.media.label}: cannot write output ({error.strerror or error})",
                        traceback.format_exc())
@@ -253,16 +259,17 @@ def report_settled(settled, reporter: Reporter, summary: RunSummary) -> None:
 
 
 def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions, reporter: Reporter,
-                     stdout=None, settled: list[FileOutcome] = (), items=None) -> RunSummary:
+                     stdout=None, settled: list[FileOutcome] = (), items=None, collect=None) -> RunSummary:
     """Transcribe ``files`` with ``engine``, writing each file's outputs when it is done.
 
     ``settled`` are outcomes decided before the run (inputs skipped as already done, named
     paths that do not exist): only reported and counted.  With no ``files``, ``engine`` may
     be None.  ``items`` replaces the decoded stream of all ``files`` (a replica of
-    ``--devices`` feeds only the files it claims).
+    ``--devices`` feeds only the files it claims).  ``collect``, a function of a
+    ``MediaFile`` and its ``Transcript``, receives each transcript instead of the writers.
     """
     started = time.monotonic()
-    run = _Run(files, engine, options, reporter, stdout or sys.stdout)
+    run = _Run(files, engine, options, reporter, stdout or sys.stdout, collect)
     if items is None:
         reporter.start([*(outcome.media for outcome in settled), *files])
     report_settled(settled, reporter, run.summary)
@@ -270,7 +277,7 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
         run.sequential()
     else:
         if items is None:
-            items = stream_items(files, engine.n_mels, options.workers) if files else ()
+            items = stream_items(files, engine.n_mels, options.workers, vad=options.vad) if files else ()
         for item in items:
             run.feed(item)
         run.drain()

@@ -19,44 +19,83 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import refine
 from .audio import SAMPLE_RATE, decode_blocks
 from .batching import FileFailed
-from .chunking import Window
+from .chunking import Span, Window
 from .errors import DwError
 from .features import WINDOW_SAMPLES, log_mel_batch
 from .segments import SECONDS_PER_TIMESTAMP, Segment
+from .vad import Region, SpeechFilter, VadOptions
 
 
 @dataclass
 class _FileCursor:
-    """One file being read window by window from its seek point."""
+    """One file read window by window from its seek point.
+
+    The stream it seeks in is the file's speech (the padded regions the detector found,
+    one after another) or, without detection, the whole file; ``spans`` map stream samples
+    back to the file's.
+    """
 
     file_index: int
-    blocks: Iterator[np.ndarray]
+    speech: SpeechFilter
+    pieces: Iterator
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     buffer_offset: int = 0  # stream position (samples) of buffer[0]
+    stream_length: int = 0  # stream samples read so far
+    spans: list[Span] = field(default_factory=list)  # stream -> file, for what is buffered
+    regions: list[Region] = field(default_factory=list)  # detected speech in the buffer
     seek: int = 0  # stream position of the next window
     exhausted: bool = False
     segments: list[Segment] = field(default_factory=list)
     languages: list[str] = field(default_factory=list)
 
+    def _read(self) -> None:
+        piece = next(self.pieces, None)
+        if piece is None:
+            self.exhausted = True
+            return
+        last = self.spans[-1] if self.spans else None
+        if last is not None and last.start + last.length == piece.start:
+            self.spans[-1] = Span(last.at, last.start, last.length + len(piece.samples))
+        else:
+            self.spans.append(Span(self.stream_length, piece.start, len(piece.samples)))
+        self.regions.extend(piece.speech or ())
+        self.buffer = np.concatenate([self.buffer, piece.samples]) if len(self.buffer) else piece.samples
+        self.stream_length += len(piece.samples)
+
     def window(self) -> Window | None:
         """The 30 s from the seek point (less at the end of the file); None when done."""
         self.buffer = self.buffer[self.seek - self.buffer_offset :]
         self.buffer_offset = self.seek
+        self.spans = [span for span in self.spans if span.at + span.length > self.seek]
         while not self.exhausted and len(self.buffer) < WINDOW_SAMPLES:
-            block = next(self.blocks, None)
-            if block is None:
-                self.exhausted = True
-            else:
-                self.buffer = np.concatenate([self.buffer, block])
+            self._read()
         if len(self.buffer) == 0:
             return None
-        return Window(0, self.seek / SAMPLE_RATE, self.buffer[:WINDOW_SAMPLES])
+        samples = self.buffer[:WINDOW_SAMPLES]
+        end = self.seek + len(samples)
+        spans = tuple(
+            Span(max(span.at - self.seek, 0), span.start + max(self.seek - span.at, 0),
+                 min(span.at + span.length, end) - max(span.at, self.seek))
+            for span in self.spans if span.at < end
+        )
+        speech = None
+        ends_in_pause = True
+        if self.speech.options.enabled:
+            first, last = spans[0].start, spans[-1].start + spans[-1].length
+            self.regions = [region for region in self.regions if region.end > first]
+            speech = tuple(region for region in self.regions if region.start < last)
+            # A window that stops short of the stream's end cuts into speech unless its last
+            # sample lies outside every detected region.
+            at_end = self.exhausted and end == self.stream_length
+            ends_in_pause = at_end or not any(region.start < last < region.end for region in speech)
+        return Window(0, spans[0].start / SAMPLE_RATE, samples, spans, speech, ends_in_pause)
 
     @property
     def duration_s(self) -> float:
-        return (self.buffer_offset + len(self.buffer)) / SAMPLE_RATE
+        return self.speech.samples_read / SAMPLE_RATE
 
 
 def _advance(window: Window, tokens: list[int], segments: list[Segment], timestamp_begin: int) -> tuple[list[Segment], int]:
@@ -86,7 +125,8 @@ class FileTranscribed:
     duration_s: float
 
 
-def sequential_transcripts(media_sources, engine, options, batch_size: int) -> Iterator[FileTranscribed | FileFailed]:
+def sequential_transcripts(media_sources, engine, options, batch_size: int,
+                           vad: VadOptions = VadOptions()) -> Iterator[FileTranscribed | FileFailed]:
     """Transcribe ``media_sources`` (a list of ``(file_index, source)``) sequentially,
     ``batch_size`` files side by side; yield each file's result as it finishes."""
 
@@ -95,7 +135,8 @@ def sequential_transcripts(media_sources, engine, options, batch_size: int) -> I
     while pending or active:
         while pending and len(active) < batch_size:
             file_index, source = pending.pop(0)
-            active.append(_FileCursor(file_index, decode_blocks(source)))
+            speech = SpeechFilter(vad)
+            active.append(_FileCursor(file_index, speech, speech.pieces(decode_blocks(source))))
         windows, cursors = [], []
         for cursor in list(active):
             try:
@@ -116,7 +157,7 @@ def sequential_transcripts(media_sources, engine, options, batch_size: int) -> I
         results = engine.transcribe(features, windows, options)
         for cursor, window, result in zip(cursors, windows, results):
             kept, step = _advance(window, result.tokens, result.segments, engine.special.timestamp_begin)
-            cursor.segments.extend(segment.shifted(window.offset_s) for segment in kept)
+            cursor.segments.extend(refine.settle(window, kept, options.word_timestamps))
             if result.language:
                 cursor.languages.append(result.language)
             cursor.seek += max(step, 1)

@@ -26,7 +26,9 @@ from functools import cached_property
 from .segments import Segment
 
 MS_PER_S = 1000
-_MIN_CUE_MS = 1  # players drop a cue that ends where it starts
+# No cue is shown for less than this (a flash nobody can read), unless the media is too short
+# to give every cue as much; cues borrow the time from the silence around them first.
+MIN_CUE_MS = 500
 
 # Where a cue or a line may end, best first.
 _SENTENCE_END = frozenset(".?!…。？！")
@@ -153,25 +155,28 @@ def shape_cues(
 ) -> list[Cue]:
     """Cues for SRT/VTT that respect ``options``.
 
-    No cue is empty or lasts zero milliseconds, none overlaps the next, and all lie between
-    the first segment's start and the last one's end, except that a cue too fast to read
-    may run on into the silence before the next cue (the last one: up to ``end_s``, the end
-    of the media, when given).  A word lasting longer than ``max_cue_duration_s`` is cut
-    short.  Segments are never merged: each starts a new cue.
+    No cue is empty, none overlaps the next, none lasts less than ``MIN_CUE_MS`` (unless the
+    media, up to ``end_s`` or the last segment's end, is too short to give every cue that
+    much) and each lasts long enough to read at ``max_cps`` wherever silence around it
+    allows: a cue too short or too fast takes time from the silence after it, then before
+    it.  A word lasting longer than ``max_cue_duration_s`` is cut short.  Segments are never
+    merged: each starts a new cue.
     """
-    max_ms = max(_MIN_CUE_MS, _ms(options.max_cue_duration_s))
+    max_ms = max(1, _ms(options.max_cue_duration_s))
     groups: list[list[_Unit]] = []
-    first_ms, last_ms = None, 0
-    for start_ms, end_ms, units in _timeline(segments):
-        first_ms = start_ms if first_ms is None else first_ms
+    last_ms = 0
+    for _, end_ms, units in _timeline(segments):
         last_ms = end_ms
         groups.extend(_split_segment(units, options, max_ms))
     if not groups:
         return []
     spans = [(group[0].start_ms, min(group[-1].end_ms, group[0].start_ms + max_ms)) for group in groups]
-    spans = _settle(spans, first_ms, last_ms)
     limit_ms = max(last_ms, _ms(end_s)) if end_s is not None else last_ms
-    spans = _lengthen_for_reading(spans, [_characters(group) for group in groups], options, max_ms, limit_ms)
+    # Every cue gets the minimum, unless the media cannot hold that many (then they share it).
+    min_ms = max(1, min(MIN_CUE_MS, max_ms, limit_ms // len(spans)))
+    spans = _settle(_widen(spans, [min_ms] * len(spans), limit_ms), min_ms, limit_ms)
+    reading = [min(math.ceil(_characters(group) * MS_PER_S / options.max_cps), max_ms) for group in groups]
+    spans = _widen(spans, reading, limit_ms)
     cues = []
     for (start_ms, end_ms), group in zip(spans, groups):
         estimated = group[0].start_estimated or group[-1].end_estimated
@@ -353,39 +358,41 @@ def _layout(units: list[_Unit], options: SubtitleOptions) -> tuple[tuple[str, ..
     return tuple(lines[::-1])
 
 
-def _settle(spans: list[tuple[int, int]], first_ms: int, last_ms: int) -> list[tuple[int, int]]:
-    """Give every cue at least a millisecond without overlapping the next.
+def _settle(spans: list[tuple[int, int]], min_ms: int, limit_ms: int) -> list[tuple[int, int]]:
+    """Give every cue at least ``min_ms`` without overlapping the next.
 
-    Zero-length words and segments (Whisper's, or clamped at the end of the file) pile up:
-    push each cue past the one before, and if the last then runs past ``last_ms``, pull them
-    back from there (possible whenever there are no more cues than milliseconds).
+    Cues too short for the silence around them (zero-length words and segments pile up at
+    window ends) push the ones after them later, and if the last then runs past
+    ``limit_ms``, they are pulled back from there (possible whenever ``len(spans) *
+    min_ms <= limit_ms``).
     """
-    pushed, previous_end = [], first_ms
+    pushed, previous_end = [], 0
     for start, end in spans:
         start = max(start, previous_end)
-        end = previous_end = max(end, start + _MIN_CUE_MS)
+        end = previous_end = max(end, start + min_ms)
         pushed.append((start, end))
-    if pushed[-1][1] <= last_ms or len(pushed) * _MIN_CUE_MS > last_ms - first_ms:
+    if pushed[-1][1] <= limit_ms or len(pushed) * min_ms > limit_ms:
         return pushed
-    pulled, next_start = [], last_ms
+    pulled, next_start = [], limit_ms
     for start, end in reversed(pushed):
         end = min(end, next_start)
-        start = next_start = min(start, end - _MIN_CUE_MS)
+        start = next_start = min(start, end - min_ms)
         pulled.append((start, end))
     return pulled[::-1]
 
 
-def _lengthen_for_reading(
-    spans: list[tuple[int, int]], lengths: list[int], options: SubtitleOptions, max_ms: int, limit_ms: int
-) -> list[tuple[int, int]]:
-    """Let each cue stay up long enough to read at ``max_cps``, where the silence before the
-    next cue allows and never beyond ``max_cue_duration_s``; a cue with no room stays fast."""
-    lengthened = []
-    for index, ((start, end), length) in enumerate(zip(spans, lengths)):
+def _widen(spans: list[tuple[int, int]], wanted: list[int], limit_ms: int) -> list[tuple[int, int]]:
+    """Let each cue last ``wanted`` milliseconds where the silence around it allows: first
+    into the silence after it (up to the next cue, or ``limit_ms``), then into the silence
+    before it (after the previous cue, or from 0).  A cue with no room stays as it is."""
+    widened: list[tuple[int, int]] = []
+    for index, ((start, end), duration) in enumerate(zip(spans, wanted)):
         room_until = spans[index + 1][0] if index + 1 < len(spans) else max(limit_ms, end)
-        wanted = start + min(math.ceil(length * MS_PER_S / options.max_cps), max_ms)
-        lengthened.append((start, max(end, min(wanted, room_until))))
-    return lengthened
+        end = max(end, min(start + duration, room_until))
+        room_from = widened[-1][1] if widened else 0
+        start = min(start, max(end - duration, room_from))
+        widened.append((start, end))
+    return widened
 
 
 def _karaoke(cue: Cue, units: list[_Unit]) -> Iterator[Cue]:

@@ -1,175 +1,264 @@
-"""Energy-based speech activity: where in a window the audio is loud enough to be speech.
+"""Speech detection: which stretches of a file are speech, by Silero VAD.
 
-Whisper's timestamp tokens are coarse at the edges of pauses: a segment that follows a
-silence often starts where the previous one ended, and the last segment of a window often
-ends at the window's end.  Trimming each segment's start and end past frames that are
-quiet relative to the window's own loudness moves those edges onto the speech.  A relative
-threshold (not a fixed dB level) keeps this working for quiet and loud recordings alike.
+One learned detector answers every "is this speech?" dw asks: which audio reaches the model
+(``chunking`` assembles windows from the speech found here), where the decoder may stop, and
+where segment and word edges go (``refine``).  Loudness cannot tell music, noise or a
+crowd from a voice; Silero VAD (MIT, its model files inside the ``silero-vad`` wheel) can.
+
+Of the models that wheel ships, dw runs the *sequence* ONNX export through onnxruntime: it
+takes a block of 32 ms frames per call and carries the LSTM state between calls, so a file is
+read once, as it streams, at about 190x real time on one thread, with probabilities equal to
+the frame-by-frame model's (the TorchScript model, frame by frame, ran at 26x; ONNX frame by
+frame at 50x; both measured on 5 minutes of LJ Speech, RESULTS.md).  The probabilities
+become speech regions through the package's own ``get_speech_timestamps_from_probs``.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .segments import Segment
 
-FRAME_S = 0.02  # 20 ms analysis frames, the resolution of Whisper's timestamps
-_FRAME_SAMPLES = round(FRAME_S * SAMPLE_RATE)
-# A frame is speech when it is within this many dB of the window's loud frames...
-_BELOW_LOUD_DB = 35.0
-# ...and this far above the window's noise floor.
-_ABOVE_FLOOR_DB = 12.0
-_LOUD_PERCENTILE = 95
-_FLOOR_PERCENTILE = 10
-# Keep this much margin around the trimmed edges (consonant onsets are quiet).
-_MARGIN_S = 0.1
-# A pause between phrases: at least this long.  A shared border moves into the pause whose
-# middle is at most _SNAP_DISTANCE_S away, leaving neither segment shorter than _MIN_SEGMENT_S.
-_MIN_PAUSE_S = 0.3
-_SNAP_DISTANCE_S = 2.0
-_MIN_SEGMENT_S = 0.3
-# Whisper sometimes runs one segment across a long silence (often in sequential mode, when a
-# window starts mid-phrase); a pause this long inside a segment splits it, at the words.
-_SPLIT_PAUSE_S = 0.8
+FRAME_SAMPLES = 512  # Silero's frame at 16 kHz: 32 ms
+_CONTEXT_SAMPLES = 64  # each frame is read with the 64 samples before it
+_STATE_SHAPE = (1, 1, 128)  # the LSTM's hidden and cell state
+_FRAMES_PER_CALL = 512  # ~16 s of audio per onnxruntime call: fewer calls, bounded memory
+WINDOW_SECONDS = 30.0  # Whisper's window: no speech region is longer
 
 
-def frame_levels_db(samples: np.ndarray) -> np.ndarray:
-    """RMS level of each 20 ms frame, in dBFS."""
-    count = len(samples) // _FRAME_SAMPLES
-    if count == 0:
-        return np.zeros(0)
-    frames = samples[: count * _FRAME_SAMPLES].reshape(count, _FRAME_SAMPLES).astype(np.float64)
-    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+@dataclass(frozen=True)
+class VadOptions:
+    """How speech is told from non-speech (faster-whisper's ``VadOptions``, dw's defaults)."""
+
+    enabled: bool = True  # False: every sample goes to the model, Whisper alone decides
+    threshold: float = 0.5  # a frame whose speech probability reaches this starts speech
+    # Speech shorter than this is dropped (0: keep everything the detector calls speech).
+    min_speech_duration_ms: int = 0
+    # A pause must last this long to end a stretch of speech; shorter ones stay inside it.
+    min_silence_duration_ms: int = 160
+    # Each stretch of speech is widened by this much audio on both sides (consonants and
+    # breaths at the edges, which the detector scores low), the gap shared when two meet.
+    speech_pad_ms: int = 400
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"VadOptions.threshold must be between 0 and 1, got {self.threshold!r}")
+        for name in ("min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"VadOptions.{name} must not be negative, got {getattr(self, name)!r}")
+
+    @property
+    def pad_samples(self) -> int:
+        return round(self.speech_pad_ms * SAMPLE_RATE / 1000)
 
 
-def speech_frames(samples: np.ndarray) -> np.ndarray:
-    """Boolean per 20 ms frame: loud enough, relative to this window, to be speech."""
-    levels = frame_levels_db(samples)
-    if len(levels) == 0:
-        return np.zeros(0, dtype=bool)
-    loud = np.percentile(levels, _LOUD_PERCENTILE)
-    floor = np.percentile(levels, _FLOOR_PERCENTILE)
-    threshold = max(loud - _BELOW_LOUD_DB, floor + _ABOVE_FLOOR_DB)
-    if loud < floor + _ABOVE_FLOOR_DB:  # no contrast at all: cannot tell, trim nothing
-        return np.ones(len(levels), dtype=bool)
-    return levels >= threshold
+@dataclass(frozen=True)
+class Region:
+    """A stretch of detected speech, in samples of the file: [start, end)."""
+
+    start: int
+    end: int
+
+    @property
+    def start_s(self) -> float:
+        return self.start / SAMPLE_RATE
+
+    @property
+    def end_s(self) -> float:
+        return self.end / SAMPLE_RATE
 
 
-def speech_end_s(active: np.ndarray) -> float:
-    """Seconds into a window where its last speech frame ends (0 when there is none).
+@dataclass(frozen=True)
+class SpeechPiece:
+    """Audio to transcribe: one padded speech region (or, without detection, a plain block).
 
-    This and the functions below take ``speech_frames`` of the window, computed once."""
-    voiced = np.flatnonzero(active)
-    return float((voiced[-1] + 1) * FRAME_S) if len(voiced) else 0.0
-
-
-def _pauses(active: np.ndarray) -> list[tuple[float, float]]:
-    """(start, end) seconds of every run of non-speech frames at least _MIN_PAUSE_S long."""
-    padded = np.concatenate([[True], active, [True]])
-    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    runs = edges.reshape(-1, 2)  # falling edge (pause starts), rising edge (pause ends)
-    return [(a * FRAME_S, b * FRAME_S) for a, b in runs if (b - a) * FRAME_S >= _MIN_PAUSE_S]
-
-
-def _snap_shared_boundaries(segments: list[Segment], active: np.ndarray) -> None:
-    """Where one segment ends exactly where the next begins, Whisper put the border
-    somewhere in the speech; move it into the nearest pause, if one is close."""
-    pauses = _pauses(active)
-    for before, after in zip(segments, segments[1:]):
-        border = before.end
-        if abs(after.start - border) > FRAME_S or not pauses:
-            continue
-        start, end = min(pauses, key=lambda pause: abs((pause[0] + pause[1]) / 2 - border))
-        if abs((start + end) / 2 - border) > _SNAP_DISTANCE_S:
-            continue
-        new_end, new_start = start + _MARGIN_S, end - _MARGIN_S
-        if new_end - before.start >= _MIN_SEGMENT_S and after.end - new_start >= _MIN_SEGMENT_S:
-            before.end, after.start = new_end, max(new_start, new_end)
-
-
-def _speech_frames_in(start_s: float, end_s: float, active: np.ndarray) -> tuple[int, int, np.ndarray]:
-    """The frames ``first``..``last`` (exclusive) covering start_s..end_s, and the offsets
-    from ``first`` of the speech frames among them."""
-    first = int(start_s / FRAME_S)
-    last = min(int(np.ceil(end_s / FRAME_S)), len(active))
-    return first, last, np.flatnonzero(active[first:last])
-
-
-def tighten(segments: list[Segment], active: np.ndarray) -> None:
-    """Move each segment's start/end (window-local) onto the speech inside it, in place.
-
-    Borders shared by two segments move into a nearby pause first.  A segment with no
-    loud frame at all is left as it is (the model heard something).
+    ``speech`` are the detected (unpadded) regions inside it, in file samples; ``None`` when
+    no detector ran, so nothing is known about where the speech is.
     """
-    if len(active) == 0 or active.all():
-        return
-    _snap_shared_boundaries(segments, active)
-    for segment in segments:
-        first, _, inside = _speech_frames_in(segment.start, segment.end, active)
-        if len(inside) == 0:
-            continue
-        start = max(segment.start, (first + inside[0]) * FRAME_S - _MARGIN_S)
-        end = min(segment.end, (first + inside[-1] + 1) * FRAME_S + _MARGIN_S)
-        if end > start:
-            segment.start, segment.end = start, end
+
+    start: int  # file sample of samples[0]
+    samples: np.ndarray
+    speech: tuple[Region, ...] | None
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.samples)
 
 
-def trim_words(segments: list[Segment], active: np.ndarray) -> None:
-    """Move a word's start (end) onto its speech when a pause of _MIN_PAUSE_S or more leads
-    (trails) it: DTW hands a pause to the word after it when no punctuation marks the
-    phrase break.  Words stay inside their segment and in order."""
-    if len(active) == 0 or active.all():
-        return
-    for segment in segments:
-        for word in segment.words or []:
-            first, last, inside = _speech_frames_in(word.start, word.end, active)
-            if len(inside) == 0:
-                continue
-            if inside[0] * FRAME_S >= _MIN_PAUSE_S:
-                word.start = min(max(word.start, (first + inside[0]) * FRAME_S - _MARGIN_S), word.end)
-            if (last - first - 1 - inside[-1]) * FRAME_S >= _MIN_PAUSE_S:
-                word.end = max(min(word.end, (first + inside[-1] + 1) * FRAME_S + _MARGIN_S), word.start)
-        segment.span_words()  # as after alignment
+@functools.lru_cache(maxsize=1)
+def _session():
+    """The Silero sequence model, loaded once per process (about 0.3 s)."""
+    import torch
+
+    # Importing silero_vad sets torch's thread count to 1 for the whole process (its
+    # model.py does so at import); dw's model needs every core, so the count is restored.
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its own use of importlib.resources
+        from silero_vad import load_silero_vad
+
+        model = load_silero_vad(sequence=True)
+    torch.set_num_threads(threads)
+    return model.session
 
 
-def long_inner_pauses(segment: Segment, active: np.ndarray) -> list[tuple[float, float]]:
-    """Pauses of at least _SPLIT_PAUSE_S lying wholly inside ``segment``."""
-    return [
-        (start, end)
-        for start, end in _pauses(active)
-        if end - start >= _SPLIT_PAUSE_S and start > segment.start and end < segment.end
-    ]
+class _FrameScorer:
+    """Speech probability of each 32 ms frame of a stream fed block by block."""
+
+    def __init__(self):
+        self.session = _session()
+        self.hidden = np.zeros(_STATE_SHAPE, np.float32)
+        self.cell = np.zeros(_STATE_SHAPE, np.float32)
+        self.context = np.zeros(_CONTEXT_SAMPLES, np.float32)
+        self.leftover = np.zeros(0, np.float32)  # samples short of a whole frame
+
+    def feed(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Probabilities of the frames completed by ``block``; with ``last``, the final
+        partial frame too (zero-padded, as the package pads it)."""
+        samples = np.concatenate([self.leftover, block.astype(np.float32, copy=False)])
+        count = len(samples) // FRAME_SAMPLES
+        if last and len(samples) % FRAME_SAMPLES:
+            count += 1
+            samples = np.pad(samples, (0, count * FRAME_SAMPLES - len(samples)))
+        self.leftover = samples[count * FRAME_SAMPLES:]
+        frames = samples[: count * FRAME_SAMPLES].reshape(count, FRAME_SAMPLES)
+        probabilities = []
+        for first in range(0, count, _FRAMES_PER_CALL):
+            chunk = frames[first : first + _FRAMES_PER_CALL]
+            contexts = np.concatenate([self.context[None, :], chunk[:-1, -_CONTEXT_SAMPLES:]])
+            self.context = chunk[-1, -_CONTEXT_SAMPLES:].copy()
+            values, self.hidden, self.cell = self.session.run(
+                ["speech_probs", "hn", "cn"],
+                {"input": np.concatenate([contexts, chunk], axis=1), "h": self.hidden, "c": self.cell},
+            )
+            probabilities.append(np.asarray(values, np.float32).reshape(-1))
+        return np.concatenate(probabilities) if probabilities else np.zeros(0, np.float32)
 
 
-def needs_split(segments: list[Segment], active: np.ndarray) -> bool:
-    """Whether any segment holds a long pause (and so needs word times to be split)."""
-    return len(active) > 0 and not active.all() and any(long_inner_pauses(s, active) for s in segments)
+def speech_probabilities(samples: np.ndarray) -> np.ndarray:
+    """Speech probability of every 32 ms frame of ``samples`` (16 kHz mono)."""
+    return _FrameScorer().feed(samples, last=True)
 
 
-def split_at_pauses(segments: list[Segment], active: np.ndarray) -> list[Segment]:
-    """Split segments that have words at the long pauses inside them."""
-    if len(active) == 0 or active.all():
-        return segments
-    result: list[Segment] = []
-    for segment in segments:
-        pieces = [segment]
-        for pause_start, pause_end in long_inner_pauses(segment, active):
-            current = pieces[-1]
-            if not current.words:
-                break
-            middle = (pause_start + pause_end) / 2
-            before = [w for w in current.words if (w.start + w.end) / 2 < middle]
-            after = [w for w in current.words if (w.start + w.end) / 2 >= middle]
-            if not before or not after:
-                continue
-            pieces[-1] = Segment(current.start, max(pause_start + _MARGIN_S, before[-1].start),
-                                 "".join(w.word for w in before).strip(), before)
-            pieces.append(Segment(min(pause_end - _MARGIN_S, after[0].end), current.end,
-                                  "".join(w.word for w in after).strip(), after))
-        for piece in pieces:
-            for word in piece.words or []:
-                word.start = min(max(word.start, piece.start), piece.end)
-                word.end = min(max(word.end, word.start), piece.end)
-        result.extend(pieces)
-    return result
+def _regions(probabilities: np.ndarray, options: VadOptions, first_frame: int) -> list[Region]:
+    """Unpadded speech regions of ``probabilities`` (frames from ``first_frame`` on), by the
+    package's hysteresis: start at ``threshold``, end after ``min_silence_duration_ms`` below
+    ``threshold - 0.15``, regions cut in their longest pause to fit a Whisper window."""
+    from silero_vad import get_speech_timestamps_from_probs
+
+    if len(probabilities) == 0:
+        return []
+    pad_s = options.speech_pad_ms / 1000
+    found = get_speech_timestamps_from_probs(
+        probabilities.tolist(),
+        sampling_rate=SAMPLE_RATE,
+        threshold=options.threshold,
+        min_speech_duration_ms=options.min_speech_duration_ms,
+        # Padded on both sides, a region still fits one window.
+        max_speech_duration_s=WINDOW_SECONDS - pad_s,
+        min_silence_duration_ms=options.min_silence_duration_ms,
+        speech_pad_ms=0,
+    )
+    offset = first_frame * FRAME_SAMPLES
+    return [Region(offset + item["start"], offset + item["end"]) for item in found]
+
+
+def speech_regions(samples: np.ndarray, options: VadOptions = VadOptions()) -> list[Region]:
+    """The unpadded speech regions of a whole clip (tests, short audio; files stream)."""
+    regions = _regions(speech_probabilities(samples), options, 0)
+    return [Region(region.start, min(region.end, len(samples))) for region in regions]
+
+
+class SpeechFilter:
+    """Reads a stream of blocks and hands on only its speech, as padded ``SpeechPiece``s.
+
+    Streams: it holds the audio since the last piece it handed on (at most one window's
+    worth of speech plus a block), and one float per 32 ms frame of the file.  After the
+    stream ends, ``samples_read`` is the file's length.
+    """
+
+    def __init__(self, options: VadOptions):
+        self.options = options
+        self.samples_read = 0
+
+    def pieces(self, blocks: Iterable[np.ndarray]) -> Iterator[SpeechPiece]:
+        if not self.options.enabled:
+            for block in blocks:
+                yield SpeechPiece(self.samples_read, block, None)
+                self.samples_read += len(block)
+            return
+        yield from _SpeechTracker(self).run(blocks)
+
+
+class _SpeechTracker:
+    """The bookkeeping of ``SpeechFilter.pieces`` for one stream."""
+
+    def __init__(self, owner: SpeechFilter):
+        self.owner = owner
+        self.options = owner.options
+        self.scorer = _FrameScorer()
+        # Probabilities of the frames from scan_frame on: before it no speech is open, so
+        # regions are looked for from there (and older frames are forgotten).
+        self.scan_frame = 0
+        self.probabilities = np.zeros(0, np.float32)
+        self.frames = 0  # frames scored so far
+        self.buffer = np.zeros(0, np.float32)
+        self.buffer_start = 0  # file sample of buffer[0]
+        self.previous_end = 0  # padded end of the last piece handed on (file samples)
+
+    def run(self, blocks: Iterable[np.ndarray]) -> Iterator[SpeechPiece]:
+        for block in blocks:
+            yield from self._take(block, last=False)
+        yield from self._take(np.zeros(0, np.float32), last=True)
+
+    def _take(self, block: np.ndarray, last: bool) -> Iterator[SpeechPiece]:
+        self.buffer = np.concatenate([self.buffer, block]) if len(self.buffer) else block
+        self.owner.samples_read += len(block)
+        scored = self.scorer.feed(block, last)
+        self.probabilities = np.concatenate([self.probabilities, scored])
+        self.frames += len(scored)
+        total = self.owner.samples_read
+        scanned_to = self.frames * FRAME_SAMPLES
+        regions = [Region(region.start, min(region.end, total))
+                   for region in _regions(self.probabilities, self.options, self.scan_frame)]
+        pad = self.options.pad_samples
+        for index, region in enumerate(regions):
+            following = regions[index + 1] if index + 1 < len(regions) else None
+            if following is None and not last:
+                # The package ends a region only after min_silence of non-speech: one that
+                # reaches the end of what was scored may go on.  A closed one's padded end
+                # depends on whether speech starts again within two pads.
+                if region.end >= scanned_to or scanned_to < region.end + 2 * pad:
+                    break
+            yield self._piece(region, following, total)
+            self._forget_before(-(-region.end // FRAME_SAMPLES))
+        if not regions:
+            # No speech in sight: the next region cannot start before the last frame.
+            self._forget_before(max(self.scan_frame, self.frames - 1))
+        self._drop_audio_before(min(self.scan_frame * FRAME_SAMPLES - pad, total))
+
+    def _forget_before(self, frame: int) -> None:
+        self.probabilities = self.probabilities[frame - self.scan_frame:]
+        self.scan_frame = frame
+
+    def _piece(self, region: Region, following: Region | None, total: int) -> SpeechPiece:
+        pad = self.options.pad_samples
+        start = max(region.start - pad, self.previous_end, 0)
+        end = min(region.end + pad, total)
+        if following is not None and following.start - region.end < 2 * pad:
+            end = min(end, region.end + (following.start - region.end) // 2)  # share the gap
+        end = max(end, region.end)
+        self.previous_end = end
+        samples = self.buffer[start - self.buffer_start : end - self.buffer_start]
+        return SpeechPiece(start, samples, (region,))
+
+    def _drop_audio_before(self, sample: int) -> None:
+        keep_from = max(sample, self.previous_end) - self.buffer_start
+        if keep_from > 0:
+            self.buffer = self.buffer[keep_from:]
+            self.buffer_start += keep_from

@@ -118,6 +118,14 @@ def normalize(text: str) -> str:
     return EnglishTextNormalizer({})(text)
 
 
+def speech_end_s(samples) -> float:
+    """Where the detected speech of a window's ``samples`` ends (the decoder's stop rule)."""
+    from dwcli.vad import speech_regions
+
+    regions = speech_regions(samples)
+    return regions[-1].end_s if regions else 0.0
+
+
 def word_error_rate(reference: str, hypothesis: str) -> float:
     import jiwer
 

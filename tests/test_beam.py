@@ -9,9 +9,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import word_error_rate
+from conftest import speech_end_s, word_error_rate
 
-from dwcli import vad
 from dwcli.audio import load_audio
 from dwcli.chunking import split_windows
 from dwcli.decoding import DecodingOptions
@@ -28,7 +27,7 @@ def windows(longform, jfk):
 
 def _encode(engine, windows):
     features = log_mel_batch([window.samples for window in windows], engine.n_mels)
-    speech_end = [vad.speech_end_s(vad.speech_frames(window.samples)) for window in windows]
+    speech_end = [speech_end_s(window.samples) for window in windows]
     return engine.decoder.encode(features), speech_end
 
 

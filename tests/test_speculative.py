@@ -13,6 +13,8 @@ import shutil
 import pytest
 import torch
 
+from conftest import speech_end_s
+
 from dwcli.audio import load_audio
 from dwcli.chunking import split_windows
 from dwcli.decoding import DecodingOptions, GreedyDecoder
@@ -20,7 +22,6 @@ from dwcli.errors import ModelLoadError
 from dwcli.features import log_mel_batch
 from dwcli.models import ResolvedModel
 from dwcli.speculative import INITIAL_DRAFT_TOKENS, DraftDecoder, SpeculativeDecoder, SpeculativeEncoded, load_assistant, teacher_states
-from dwcli import vad
 
 
 def _save_with_tokenizer(model, source, target):
@@ -71,7 +72,7 @@ def reference(engine, encoded, samples):
 
     def get(timestamps):
         if timestamps not in cache:
-            speech_end = [vad.speech_end_s(vad.speech_frames(window)) for window in samples] if timestamps else None
+            speech_end = [speech_end_s(window) for window in samples] if timestamps else None
             cache[timestamps] = _teacher_alone(engine, encoded, DecodingOptions(timestamps=timestamps), speech_end)
         return cache[timestamps]
 
@@ -100,7 +101,7 @@ def _assert_same(ours, reference):
 def test_one_layer_assistant_gives_the_teachers_tokens(engine, speculative, samples, reference, timestamps):
     assert speculative.shares_encoder  # the truncated copy kept tiny.en's encoder: encoded once
     options = DecodingOptions(timestamps=timestamps)
-    speech_end = [vad.speech_end_s(vad.speech_frames(window)) for window in samples] if timestamps else None
+    speech_end = [speech_end_s(window) for window in samples] if timestamps else None
     before = (speculative.stats.drafted, speculative.stats.accepted)
     ours = speculative.decode_encoded(speculative.encode(log_mel_batch(samples, engine.n_mels)), options,
                                       speech_end_s=speech_end)
@@ -116,7 +117,7 @@ def test_one_layer_assistant_gives_the_teachers_tokens(engine, speculative, samp
 def test_teacher_as_its_own_assistant_accepts_nearly_everything(engine, encoded, samples, reference, timestamps):
     speculative = SpeculativeDecoder(engine.decoder, engine.decoder)
     options = DecodingOptions(timestamps=timestamps)
-    speech_end = [vad.speech_end_s(vad.speech_frames(window)) for window in samples] if timestamps else None
+    speech_end = [speech_end_s(window) for window in samples] if timestamps else None
     _assert_same(speculative.decode_encoded(encoded, options, speech_end_s=speech_end), reference(timestamps))
     stats = speculative.stats
     print(f"teacher as assistant, timestamps={timestamps}: acceptance {stats.acceptance_rate:.0%}, "

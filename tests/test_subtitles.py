@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dwcli.segments import Segment, Word
-from dwcli.subtitles import Cue, SubtitleOptions, has_word_times, shape_cues
+from dwcli.subtitles import MIN_CUE_MS, Cue, SubtitleOptions, has_word_times, shape_cues
 
 
 def timed(*spec: tuple[str, float, float]) -> list[Word]:
@@ -119,7 +119,7 @@ def test_a_word_longer_than_the_duration_limit_is_a_cue_of_its_own_cut_short():
     words = timed((" So", 0.0, 0.4), (" hmmmmmm", 0.4, 12.0), (" yes.", 12.0, 12.5))
     cues = shape_cues([segment_with_words(words)])
     assert texts(cues) == ["So", "hmmmmmm", "yes."]
-    assert spans(cues)[1] == (400, 7400)
+    assert spans(cues)[1] == (500, 7400)  # "So" gets its half second
 
 
 def test_a_fast_cue_is_lengthened_into_the_gap_but_not_onto_the_next_cue():
@@ -136,11 +136,25 @@ def test_lengthening_never_passes_the_duration_limit():
     assert spans(cues)[0][0] == 0
 
 
-def test_the_last_cue_may_run_on_to_the_end_of_the_media():
+def test_a_cue_too_fast_to_read_takes_the_silence_after_it_then_before_it():
     segments = [Segment(5.0, 5.5, "A sentence that is read slowly.")]  # 31 chars: 1.55 s
-    assert spans(shape_cues(segments)) == [(5000, 5500)]
-    assert spans(shape_cues(segments, end_s=6.0)) == [(5000, 6000)]
     assert spans(shape_cues(segments, end_s=60.0)) == [(5000, 6550)]
+    assert spans(shape_cues(segments, end_s=6.0)) == [(4450, 6000)]
+    assert spans(shape_cues(segments)) == [(3950, 5500)]  # the media's end unknown: its last segment's
+
+
+def test_a_flash_of_a_cue_lasts_half_a_second():
+    """What music once made Whisper write, 26 characters shown for 1 ms, now lasts at least
+    MIN_CUE_MS, taking the time from the silence around it, then from its neighbours."""
+    cues = shape_cues([Segment(20.0, 26.9, "Before it."), Segment(26.9, 26.901, "If I could help it, you're"),
+                       Segment(26.901, 30.0, "After it.")], end_s=40.0)
+    assert all(end - start >= MIN_CUE_MS for start, end in spans(cues))
+    assert all(a[1] <= b[0] for a, b in zip(spans(cues), spans(cues)[1:]))
+
+
+def test_cues_share_media_too_short_for_the_minimum():
+    cues = shape_cues([Segment(0.0, 0.0, "a"), Segment(0.0, 0.0, "b"), Segment(0.0, 0.3, "c")], end_s=0.3)
+    assert spans(cues) == [(0, 100), (100, 200), (200, 300)]
 
 
 def test_zero_length_segments_get_a_positive_time_and_never_overlap():
@@ -335,18 +349,23 @@ def test_shaping_keeps_every_word_in_order_within_the_limits(segments, options, 
     assert shaped.split() == " ".join(segment.text for segment in segments).split()
     # ... and the shown text loses no character (line breaks may fall between CJK characters).
     assert _no_space("".join(texts(cues))) == _no_space("".join(segment.text for segment in segments))
-    if cues:
-        first_ms = round(segments[0].start * 1000)
-        last_ms = round(segments[-1].end * 1000)
-        limit_ms = max(last_ms, round(end_s * 1000)) if end_s is not None else last_ms
-        if len(cues) <= last_ms - first_ms:  # room for every cue to last a millisecond
-            assert cues[0].start_ms >= first_ms and cues[-1].end_ms <= limit_ms
-    # Too fast to read only where there was no room to lengthen the cue.
+    if not cues:
+        return
+    max_ms = round(options.max_cue_duration_s * 1000)
+    last_ms = round(segments[-1].end * 1000)
+    limit_ms = max(last_ms, round(end_s * 1000)) if end_s is not None else last_ms
+    if len(cues) <= limit_ms:  # room for every cue to last a millisecond
+        assert cues[0].start_ms >= 0 and cues[-1].end_ms <= limit_ms
+    # At least half a second each, unless the media cannot give every cue that much.
+    minimum_ms = min(MIN_CUE_MS, max_ms, limit_ms // len(cues))
+    assert all(cue.end_ms - cue.start_ms >= minimum_ms for cue in cues)
+    # Too fast to read only where there was no silence around the cue to lengthen it into.
     for index, cue in enumerate(cues):
         characters = len("".join(word for line in cue.lines for word in line).lstrip())
-        readable_ms = min(math.ceil(characters * 1000 / options.max_cps), round(options.max_cue_duration_s * 1000))
+        readable_ms = min(math.ceil(characters * 1000 / options.max_cps), max_ms)
         if cue.end_ms - cue.start_ms < readable_ms:
             assert cue.end_ms >= (cues[index + 1].start_ms if index + 1 < len(cues) else limit_ms)
+            assert cue.start_ms <= (cues[index - 1].end_ms if index else 0)
 
 
 @PROPERTY_SETTINGS
