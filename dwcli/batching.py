@@ -72,8 +72,8 @@ def _iterable_dataset_base():
 
 class WindowStream(_iterable_dataset_base()):
     """An iterable dataset over files.  Worker ``k`` of ``n`` handles files k, k+n, k+2n...;
-    with ``claims`` (a multiprocessing queue of file indices shared with other processes),
-    each worker takes the next unclaimed file instead, so whoever is free does the work."""
+    with ``claims`` (a ``parallel.FileCounter`` shared with other processes), each worker
+    takes the next unclaimed file instead, so whoever is free does the work."""
 
     def __init__(self, files: list[MediaFile], n_mels: int, claims=None, vad: VadOptions = VadOptions()):
         self.files = files
@@ -88,39 +88,37 @@ class WindowStream(_iterable_dataset_base()):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             torch.set_num_threads(1)  # workers share the CPU with the model
-        indices = range(worker, len(self.files), workers) if self.claims is None else _claimed(self.claims)
+        indices = range(worker, len(self.files), workers) if self.claims is None else iter(self.claims.take, None)
         for file_index in indices:
             yield from file_items(file_index, self.files[file_index], self.n_mels, self.vad)
-
-
-def _claimed(claims) -> Iterator[int]:
-    """File indices taken from a shared queue until it is empty (it is filled before any
-    process starts taking, so empty means done)."""
-    import queue
-
-    while True:
-        try:
-            yield claims.get_nowait()
-        except queue.Empty:
-            return
 
 
 def _unchanged(item):
     return item
 
 
-def default_workers(device: str) -> int:
-    """Decoding workers: enough to keep a GPU fed; on CPU one, the model needs the cores."""
-    cores = os.cpu_count() or 1
-    if device.startswith("cuda"):
-        return max(1, min(8, cores - 1))
-    return 1 if cores > 1 else 0
+_PR_SET_PDEATHSIG = 1  # prctl(2): a signal the kernel sends this process when its parent dies
+
+
+def die_with_parent(_worker_id: int = 0) -> None:
+    """Have the kernel kill this process when its parent dies, however it dies (kill -9, the
+    OOM killer): a decoding worker left behind holds hundreds of MB and the parent's stderr,
+    so ``dw ... 2>&1 | cat`` would never end.  Linux only; elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
                  vad: VadOptions = VadOptions()) -> Iterator[WindowItem | FileEnd | FileFailed]:
     """The files' items, decoded in ``workers`` background processes (0: in this one): all
-    of them, or with ``claims`` those this process's workers take from that shared queue.
+    of them, or with ``claims`` those this process's workers take from that shared counter.
 
     Standard input can only be read once, by one process, so it is decoded here.
     """
@@ -137,6 +135,7 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
         collate_fn=_unchanged,
         prefetch_factor=4,
         persistent_workers=False,
+        worker_init_fn=die_with_parent,
     )
     yield from loader
 

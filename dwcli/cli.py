@@ -1,23 +1,28 @@
 """The ``dw`` command line.
 
-Heavy libraries (torch, transformers) are imported inside the commands, so ``dw --help``
-and shell completion answer at once.  Only this module decides exit codes: every other
-module raises ``DwError``s, which become one ``Error: ...`` line and the matching status.
+Heavy libraries (torch, onnxruntime) are imported inside the commands, so ``dw --help`` and
+shell completion answer at once.  Each command turns its options into the typed option
+dataclasses of the stages (checking each value once, here), hands them to ``plan.make_plan``
+and runs the plan.  Only this module decides exit codes: every other module raises
+``DwError``s, which become one ``Error: ...`` line (a JSON object under ``--log-json``) and
+the matching status.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import signal
 import sys
 import traceback
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from . import __version__
-from .errors import DwError, ExitStatus, UsageError
+from .errors import DwError, ExitStatus, Terminated, UsageError
 
 # What each exit status means: --help and the man page (dwcli.docs) both say it from here.
 EXIT_STATUS_MEANINGS = {
@@ -26,16 +31,39 @@ EXIT_STATUS_MEANINGS = {
     ExitStatus.USAGE: "usage error",
     ExitStatus.MODEL: "the model could not be loaded",
     ExitStatus.INTERRUPTED: "interrupted (SIGINT, Ctrl-C)",
+    ExitStatus.TERMINATED: "terminated (SIGTERM, as cron, systemd and kill send)",
 }
 EXIT_CODES_HELP = "Exit status: " + "; ".join(
     f"{int(status)} {meaning}" for status, meaning in EXIT_STATUS_MEANINGS.items()) + "."
+
+# Option groups of --help and the man page, in the order they are shown.
+INPUTS, MODEL, DECODING, SPEECH, SUBTITLES, LOGGING = (
+    "Inputs and outputs", "Model and device", "Decoding", "Speech detection", "Subtitles", "Messages")
+
+
+class GroupedCommand(TyperCommand):
+    """Plain-text help with the options grouped under headings (their ``rich_help_panel``)."""
+
+    def format_options(self, ctx, formatter) -> None:
+        groups: dict[str, list] = {}
+        for parameter in self.get_params(ctx):
+            record = parameter.get_help_record(ctx)
+            if record is None:
+                continue
+            name = "Arguments" if parameter.param_type_name == "argument" else (
+                getattr(parameter, "rich_help_panel", None) or "Options")
+            groups.setdefault(name, []).append(record)
+        for name, records in groups.items():
+            with formatter.section(name):
+                formatter.write_dl(records)
+
 
 app = typer.Typer(
     name="dw",
     help=(
         "dw: batch speech-to-text with Distil-Whisper.\n\n"
         "Transcribes audio and video files, folders of them, lists of them or standard input "
-        "into txt, srt, vtt, json and tsv.\n\n" + EXIT_CODES_HELP
+        "into txt, srt, vtt, json and tsv; measures a model on labelled speech (eval).\n\n" + EXIT_CODES_HELP
     ),
     add_completion=True,
     no_args_is_help=True,
@@ -47,25 +75,36 @@ models_app = typer.Typer(help="Convert and inspect models.", no_args_is_help=Tru
 app.add_typer(models_app, name="models")
 
 
-def _fail(error: DwError) -> typer.Exit:
-    """Print ``error`` as one line (with its traceback under DW_DEBUG=1); the exit to raise."""
-    if os.environ.get("DW_DEBUG", "") not in ("", "0"):
+def _debug() -> bool:
+    return os.environ.get("DW_DEBUG", "") not in ("", "0")
+
+
+def _fail(error: DwError, log_json: bool = False) -> typer.Exit:
+    """Say ``error`` as one line (with its traceback under DW_DEBUG=1); the exit to raise."""
+    if _debug():
         traceback.print_exc(file=sys.stderr)
-    print(f"Error: {error}", file=sys.stderr)
+    if log_json:
+        import json
+        import time
+
+        print(json.dumps({"time": round(time.time(), 3), "event": "error", "message": str(error),
+                          "exit_status": int(error.exit_status)}, ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"Error: {error}", file=sys.stderr)
     return typer.Exit(int(error.exit_status))
 
 
 def _version(value: bool) -> None:
     if not value:
         return
+    import onnxruntime
     import torch
-    import transformers
 
     from .audio import ffmpeg_version
 
     typer.echo(f"dw {__version__}")
     typer.echo(f"torch {torch.__version__}")
-    typer.echo(f"transformers {transformers.__version__}")
+    typer.echo(f"onnxruntime {onnxruntime.__version__} (Silero VAD)")
     typer.echo(f"FFmpeg {ffmpeg_version()} (PyAV)")
     raise typer.Exit()
 
@@ -75,15 +114,16 @@ def _root(
     version: Annotated[
         bool,
         typer.Option("--version", "-V", callback=_version, is_eager=True,
-                     help="Print the versions of dw, torch, transformers and FFmpeg, and exit."),
+                     help="Print the versions of dw, torch, onnxruntime and FFmpeg, and exit."),
     ] = False,
 ) -> None:
     """dw: batch speech-to-text with Distil-Whisper."""
 
 
+# -- checking values -------------------------------------------------------------------
 def _language_code(value: str) -> str:
     """``--language``: a Whisper language code or name (``de``, ``German``) -> the code."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+    from .languages import LANGUAGES, TO_LANGUAGE_CODE
 
     key = value.strip().lower()
     if key in LANGUAGES:
@@ -99,29 +139,198 @@ def _temperatures(value: str) -> tuple[float, ...]:
         temperatures = tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError:
         temperatures = ()
-    if not temperatures or any(t < 0 for t in temperatures) or list(temperatures) != sorted(temperatures):
+    if (not temperatures or any(not math.isfinite(t) or t < 0 for t in temperatures)
+            or list(temperatures) != sorted(temperatures)):
         raise UsageError(f"--temperature {value}: expected rising non-negative numbers, e.g. 0,0.2,0.4")
     return temperatures
 
 
-def _note(message: str, quiet: bool, log_json: bool) -> None:
-    """A remark on stderr: ``dw: message``, or a JSON object under --log-json (whose every
-    line must parse), or nothing under --quiet."""
-    if log_json:
-        import json
-        import time
-
-        print(json.dumps({"time": round(time.time(), 3), "event": "note", "message": message}), file=sys.stderr)
-    elif not quiet:
-        print(f"dw: {message}", file=sys.stderr)
-
-
 def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise UsageError(f"{name} must be positive, got {value:g}")
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{name} must be a positive number, got {value:g}" if not math.isfinite(value)
+                         else f"{name} must be positive, got {value:g}")
+
+
+def _at_least(name: str, value: int, low: int, meaning: str = "") -> None:
+    if value < low:
+        raise UsageError(f"{name} {value}: expected {low} or more{meaning}")
+
+
+def _finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise UsageError(f"{name} {value:g}: expected a finite number")
+
+
+# -- options shared by the commands ------------------------------------------------------
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", "-m", envvar="DW_MODEL", rich_help_panel=MODEL,
+    help="Hub id, local transformers or CTranslate2 checkpoint, or offline:tiny.en (default: distil-large-v3 "
+         "on GPU, distil-small.en on CPU, offline:tiny.en when those cannot be had).")]
+DeviceOption = Annotated[str, typer.Option(envvar="DW_DEVICE", rich_help_panel=MODEL, help="auto, cpu, cuda or cuda:N.")]
+DtypeOption = Annotated[str, typer.Option(
+    envvar="DW_DTYPE", rich_help_panel=MODEL,
+    help="auto (GPU: bfloat16 where native, else float16; CPU: float32, bfloat16 attention where the CPU "
+         "multiplies bfloat16 natively), float32, float16 or bfloat16.")]
+AttentionOption = Annotated[str, typer.Option(
+    envvar="DW_ATTENTION", rich_help_panel=MODEL,
+    help="Encoder attention kernel: auto (flash_attention_2 where flash-attn loads on an Ampere or newer GPU "
+         "in 16 bits, else sdpa), sdpa, eager or flash_attention_2.")]
+QuantizeOption = Annotated[str, typer.Option(
+    envvar="DW_QUANTIZE", rich_help_panel=MODEL,
+    help="auto (none), none, or int8: dynamic int8 Linear layers on CPU. Measured with tiny.en on 2 cores: "
+         "0.3-1.4 WER points worse than float32 for little speed, and a transcript then depends on the other "
+         "windows of its batch.")]
+BatchOption = Annotated[int, typer.Option(
+    "--batch-size", "-b", envvar="DW_BATCH_SIZE", rich_help_panel=MODEL,
+    help="30-second windows per model call (0: auto, 16 on CPU, 32 on GPU; at most 512).")]
+WorkersOption = Annotated[int, typer.Option(
+    envvar="DW_WORKERS", rich_help_panel=MODEL, help="Processes decoding media beside the model (-1: auto, 0: none).")]
+LanguageOption = Annotated[Optional[str], typer.Option(
+    "--language", "-l", envvar="DW_LANGUAGE", rich_help_panel=DECODING,
+    help="Language code or name, e.g. de or german (default: detect per window).")]
+TaskOption = Annotated[str, typer.Option(envvar="DW_TASK", rich_help_panel=DECODING,
+                                         help="transcribe, or translate (into English).")]
+LongFormOption = Annotated[str, typer.Option(
+    envvar="DW_LONG_FORM", rich_help_panel=DECODING,
+    help="chunked: windows assembled from the detected speech, batched across files (fast); sequential: "
+         "Whisper's seek-based algorithm, one window after another per file.")]
+ConditionOption = Annotated[bool, typer.Option(
+    "--condition-on-previous-text/--no-condition-on-previous-text", envvar="DW_CONDITION_ON_PREVIOUS_TEXT",
+    rich_help_panel=DECODING,
+    help="Sequential long form: each window reads the file's text so far as context, reset after a window "
+         "sampled above temperature 0.5 (openai-whisper's way). Chosen by measurement: see the README.")]
+PromptOption = Annotated[Optional[str], typer.Option(
+    envvar="DW_INITIAL_PROMPT", rich_help_panel=DECODING,
+    help="Text read as if said before the audio: names, jargon, spelling (every window in chunked mode; "
+         "the first in sequential mode).")]
+BeamOption = Annotated[int, typer.Option(
+    "--beam-size", envvar="DW_BEAM_SIZE", rich_help_panel=DECODING,
+    help="Beams searched at temperature 0. 1: greedy, as Distil-Whisper is meant to run; 5: openai-whisper's "
+         "default, a little more accurate and slower.")]
+TemperatureOption = Annotated[str, typer.Option(
+    envvar="DW_TEMPERATURE", rich_help_panel=DECODING,
+    help="Temperatures to try, comma-separated: greedy first, then sampling when a window fails the "
+         "thresholds below.")]
+CompressionOption = Annotated[float, typer.Option(
+    envvar="DW_COMPRESSION_RATIO_THRESHOLD", rich_help_panel=DECODING,
+    help="Retry a window whose text compresses better than this (a loop); 0 disables.")]
+LogprobOption = Annotated[float, typer.Option(
+    envvar="DW_LOGPROB_THRESHOLD", rich_help_panel=DECODING,
+    help="Retry a window whose mean token log-probability is below this.")]
+NoSpeechOption = Annotated[float, typer.Option(
+    envvar="DW_NO_SPEECH_THRESHOLD", rich_help_panel=DECODING,
+    help="A window is silence when P(no speech) exceeds this and its log-probability is below "
+         "--logprob-threshold; 1 disables.")]
+VadOption = Annotated[bool, typer.Option(
+    "--vad/--no-vad", envvar="DW_VAD", rich_help_panel=SPEECH,
+    help="Detect speech (Silero VAD) and transcribe only it: music, noise and silence never reach the model. "
+         "--no-vad gives every sample to Whisper.")]
+VadThresholdOption = Annotated[float, typer.Option(
+    envvar="DW_VAD_THRESHOLD", rich_help_panel=SPEECH,
+    help="Speech probability at which speech starts (lower finds more, and quieter, speech).")]
+VadSpeechOption = Annotated[int, typer.Option(
+    envvar="DW_VAD_MIN_SPEECH_MS", rich_help_panel=SPEECH, help="Drop detected speech shorter than this (ms).")]
+VadSilenceOption = Annotated[int, typer.Option(
+    envvar="DW_VAD_MIN_SILENCE_MS", rich_help_panel=SPEECH, help="A pause must last this long (ms) to end speech.")]
+VadPadOption = Annotated[int, typer.Option(
+    envvar="DW_VAD_SPEECH_PAD_MS", rich_help_panel=SPEECH, help="Audio kept around detected speech on each side (ms).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", envvar="DW_QUIET", rich_help_panel=LOGGING,
+                                           help="Print only errors on stderr.")]
+LogJsonOption = Annotated[bool, typer.Option(
+    "--log-json", envvar="DW_LOG_JSON", rich_help_panel=LOGGING,
+    help="Messages on stderr as one JSON object per line, every line (files, notes, errors, the summary).")]
+
+_MAX_BATCH = 512  # windows a batch may hold: 512 x 30 s is already 4 hours of audio in memory
+
+
+def _decoding_options(language, task, long_form, condition_on_previous_text, initial_prompt, beam_size, temperature,
+                      compression_ratio_threshold, logprob_threshold, no_speech_threshold, timestamps=True,
+                      word_timestamps=False):
+    from .decoding import DecodingOptions
+
+    if task not in ("transcribe", "translate"):
+        raise UsageError(f"--task {task}: expected transcribe or translate")
+    if long_form not in ("chunked", "sequential"):
+        raise UsageError(f"--long-form {long_form}: expected chunked or sequential")
+    _at_least("--beam-size", beam_size, 1)
+    for name, value in (("--compression-ratio-threshold", compression_ratio_threshold),
+                        ("--logprob-threshold", logprob_threshold), ("--no-speech-threshold", no_speech_threshold)):
+        _finite(name, value)
+    return DecodingOptions(
+        timestamps=timestamps,
+        language=_language_code(language) if language is not None else None,
+        task=task,
+        word_timestamps=word_timestamps,
+        beam_size=beam_size,
+        temperatures=_temperatures(temperature),
+        compression_ratio_threshold=compression_ratio_threshold or None,
+        logprob_threshold=logprob_threshold,
+        no_speech_threshold=no_speech_threshold if no_speech_threshold < 1 else None,
+        initial_prompt=initial_prompt.strip() if initial_prompt and initial_prompt.strip() else None,
+        condition_on_previous_text=condition_on_previous_text and long_form == "sequential",
+    )
+
+
+def _vad_options(vad, threshold, min_speech_ms, min_silence_ms, pad_ms):
+    from .vad import VadOptions
+
+    if not (math.isfinite(threshold) and 0 < threshold < 1):
+        raise UsageError(f"--vad-threshold {threshold:g}: expected a probability between 0 and 1")
+    for name, value in (("--vad-min-speech-ms", min_speech_ms), ("--vad-min-silence-ms", min_silence_ms),
+                        ("--vad-speech-pad-ms", pad_ms)):
+        _at_least(name, value, 0)
+    return VadOptions(vad, threshold, min_speech_ms, min_silence_ms, pad_ms)
+
+
+def _run_options(batch_size: int, workers: int) -> None:
+    _at_least("--batch-size", batch_size, 0, " (0: auto)")
+    if batch_size > _MAX_BATCH:
+        raise UsageError(f"--batch-size {batch_size}: at most {_MAX_BATCH}")
+    _at_least("--workers", workers, -1, " (-1: auto, 0: none)")
+
+
+def _reporter(quiet: bool, log_json: bool):
+    from .progress import make_reporter
+
+    return make_reporter(quiet, log_json)
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (cron, systemd, kill) ends dw as Ctrl-C does: files done are kept, temporary
+    files removed, decoding workers stopped, exit status 143."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run(body, quiet: bool, log_json: bool) -> None:
+    """Run a command body with dw's error handling and exit with its status."""
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr  # stdout carries results only: stray prints from libraries go to stderr
+    _terminate_on_sigterm()
+    try:
+        status = body(real_stdout)
+    except DwError as error:
+        raise _fail(error, log_json) from None
+    except (KeyboardInterrupt, Terminated) as interruption:
+        terminated = isinstance(interruption, Terminated)
+        _reporter(quiet, log_json).interrupted("SIGTERM" if terminated else "SIGINT")
+        raise typer.Exit(int(ExitStatus.TERMINATED if terminated else ExitStatus.INTERRUPTED)) from None
+    finally:
+        sys.stdout = real_stdout
+    raise typer.Exit(int(status))
+
+
+def _prepare_process() -> None:
+    # Before torch loads OpenMP: idle threads sleep instead of spinning.  On a CPU shared
+    # with other work (cron hosts, a decoding worker), spinning made each decoder step ~10x
+    # slower in our measurements; alone on a CPU it costs nothing measurable.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @app.command(
+    cls=GroupedCommand,
     epilog=(
         "Examples:\n\n"
         "  dw transcribe talk.mp4 --format srt\n\n"
@@ -141,132 +350,75 @@ def transcribe(
         typer.Argument(help="Media files, folders (searched recursively) or globs; - reads standard input.",
                        show_default=False),
     ] = None,
-    formats: Annotated[
-        str, typer.Option("--format", "-f", envvar="DW_FORMAT", help="Output formats, comma-separated: txt, srt, vtt, json, tsv, or all.")
-    ] = "txt",
-    output_dir: Annotated[
-        Optional[Path], typer.Option("--output-dir", "-o", envvar="DW_OUTPUT_DIR",
-                                     help="Write outputs here, mirroring the input folders (default: beside each input).")
-    ] = None,
-    stdout: Annotated[
-        bool, typer.Option("--stdout", envvar="DW_STDOUT",
-                           help="Write the result (one format, one input) to standard output instead of files "
-                                "(the default when the input is - and there is no --output-dir).")
-    ] = False,
-    skip_existing: Annotated[
-        bool, typer.Option("--skip-existing/--overwrite", envvar="DW_SKIP_EXISTING",
-                           help="Skip inputs whose outputs all exist and were made by the same model and options "
-                                "from the same file (recorded in a hidden .<name>.dw.json beside them); "
-                                "--overwrite (the default) transcribes every input again.")
-    ] = False,
-    from_list: Annotated[
-        Optional[str], typer.Option("--from-list", envvar="DW_FROM_LIST", help="Read input paths from this file, one per line (- for standard input).")
-    ] = None,
-    null_separated: Annotated[
-        bool, typer.Option("--null", "-0", envvar="DW_NULL",
-                           help="Paths in --from-list are separated by NUL bytes (find -print0).")
-    ] = False,
-    model: Annotated[
-        Optional[str], typer.Option("--model", "-m", envvar="DW_MODEL",
-                                    help="Hub id, local transformers or CTranslate2 checkpoint, or offline:tiny.en "
-                                         "(default: distil-large-v3 on GPU, distil-small.en on CPU, "
-                                         "offline:tiny.en when those cannot be had).")
-    ] = None,
-    assistant: Annotated[
-        Optional[str], typer.Option("--assistant", envvar="DW_ASSISTANT",
-                                    help="A smaller Whisper with the model's vocabulary (e.g. its Distil-Whisper "
-                                         "student) that drafts tokens for the model to check: speculative decoding, "
-                                         "the model's own greedy transcript, faster at batch size 1 (forced).")
-    ] = None,
-    device: Annotated[str, typer.Option(envvar="DW_DEVICE", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    devices: Annotated[
-        Optional[str], typer.Option(envvar="DW_DEVICES",
-                                    help="Several devices, e.g. cuda:0,cuda:1 or all: one model replica each, "
-                                         "sharing the files (chunked long-form only).")
-    ] = None,
-    dtype: Annotated[
-        str, typer.Option(envvar="DW_DTYPE", help="auto (bfloat16/float16 on GPU; on CPU float32 weights with bfloat16 "
-                                                  "attention and output layer where the CPU has bfloat16), float32, "
-                                                  "float16 or bfloat16.")
-    ] = "auto",
-    attention: Annotated[
-        str, typer.Option(envvar="DW_ATTENTION", help="Encoder attention kernel: auto, sdpa, eager or flash_attention_2.")
-    ] = "auto",
-    quantize: Annotated[
-        str, typer.Option(envvar="DW_QUANTIZE", help="auto (int8 on CPU, none on GPU), none, or int8: dynamic int8 "
-                                                     "Linear layers on CPU (measured: ~1.7x faster, same WER).")
-    ] = "auto",
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", envvar="DW_BATCH_SIZE", help="30-second windows per model call (0: auto).")
-    ] = 0,
-    workers: Annotated[
-        int, typer.Option(envvar="DW_WORKERS", help="Processes decoding media beside the model (-1: auto, 0: none).")
-    ] = -1,
-    language: Annotated[
-        Optional[str], typer.Option("--language", "-l", envvar="DW_LANGUAGE",
-                                    help="Language code or name, e.g. de or german (default: detect per window).")
-    ] = None,
-    task: Annotated[str, typer.Option(envvar="DW_TASK", help="transcribe, or translate (into English).")] = "transcribe",
-    long_form: Annotated[
-        str, typer.Option(envvar="DW_LONG_FORM",
-                          help="chunked: windows cut in pauses, batched across files (fast); sequential: "
-                               "Whisper's seek-based algorithm, one window after another per file.")
-    ] = "chunked",
-    vad: Annotated[
-        bool, typer.Option("--vad/--no-vad", envvar="DW_VAD",
-                           help="Detect speech (Silero VAD) and transcribe only it: music, noise and silence "
-                                "never reach the model. --no-vad gives every sample to Whisper.")
-    ] = True,
-    vad_threshold: Annotated[
-        float, typer.Option(envvar="DW_VAD_THRESHOLD",
-                            help="Speech probability at which speech starts (lower finds more, quieter speech).")
-    ] = 0.5,
-    vad_min_speech_ms: Annotated[
-        int, typer.Option(envvar="DW_VAD_MIN_SPEECH_MS", help="Drop detected speech shorter than this (ms).")
-    ] = 0,
-    vad_min_silence_ms: Annotated[
-        int, typer.Option(envvar="DW_VAD_MIN_SILENCE_MS", help="A pause must last this long (ms) to end speech.")
-    ] = 160,
-    vad_speech_pad_ms: Annotated[
-        int, typer.Option(envvar="DW_VAD_SPEECH_PAD_MS", help="Audio kept around detected speech on each side (ms).")
-    ] = 400,
-    word_timestamps: Annotated[
-        bool, typer.Option("--word-timestamps", envvar="DW_WORD_TIMESTAMPS",
-                           help="Time every word (cross-attention + DTW): words in JSON, word-accurate subtitle cues.")
-    ] = False,
-    highlight_words: Annotated[
-        bool, typer.Option("--highlight-words", envvar="DW_HIGHLIGHT_WORDS",
-                           help="Subtitles: karaoke style, each word underlined as it is spoken (implies --word-timestamps).")
-    ] = False,
-    beam_size: Annotated[
-        int, typer.Option("--beam-size", envvar="DW_BEAM_SIZE",
-                          help="Beams searched at temperature 0. 1: greedy, as Distil-Whisper is meant to run; "
-                               "5: openai-whisper's default, a little more accurate and slower.")
-    ] = 1,
-    temperature: Annotated[
-        str, typer.Option(envvar="DW_TEMPERATURE",
-                          help="Temperatures to try, comma-separated: greedy first, then sampling when a window "
-                               "fails the thresholds below.")
-    ] = "0,0.2,0.4,0.6,0.8,1",
-    compression_ratio_threshold: Annotated[
-        float, typer.Option(envvar="DW_COMPRESSION_RATIO_THRESHOLD",
-                            help="Retry a window whose text compresses better than this (a loop); 0 disables.")
-    ] = 2.4,
-    logprob_threshold: Annotated[
-        float, typer.Option(envvar="DW_LOGPROB_THRESHOLD",
-                            help="Retry a window whose mean token log-probability is below this.")
-    ] = -1.0,
-    no_speech_threshold: Annotated[
-        float, typer.Option(envvar="DW_NO_SPEECH_THRESHOLD",
-                            help="A window is silence when P(no speech) exceeds this and its log-probability "
-                                 "is below --logprob-threshold; 1 disables.")
-    ] = 0.6,
-    max_line_width: Annotated[int, typer.Option(envvar="DW_MAX_LINE_WIDTH", help="Subtitles: characters per line.")] = 42,
-    max_line_count: Annotated[int, typer.Option(envvar="DW_MAX_LINE_COUNT", help="Subtitles: lines per cue.")] = 2,
-    max_cue_duration: Annotated[float, typer.Option(envvar="DW_MAX_CUE_DURATION", help="Subtitles: seconds per cue at most.")] = 7.0,
-    max_cps: Annotated[float, typer.Option(envvar="DW_MAX_CPS", help="Subtitles: reading speed, characters per second at most.")] = 20.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", envvar="DW_QUIET", help="Print only errors on stderr.")] = False,
-    log_json: Annotated[bool, typer.Option("--log-json", envvar="DW_LOG_JSON", help="Log one JSON object per file on stderr.")] = False,
+    formats: Annotated[str, typer.Option(
+        "--format", "-f", envvar="DW_FORMAT", rich_help_panel=INPUTS,
+        help="Output formats, comma-separated: txt, srt, vtt, json, tsv, or all.")] = "txt",
+    output_dir: Annotated[Optional[Path], typer.Option(
+        "--output-dir", "-o", envvar="DW_OUTPUT_DIR", rich_help_panel=INPUTS,
+        help="Write outputs here, mirroring the input folders (default: beside each input).")] = None,
+    stdout: Annotated[bool, typer.Option(
+        "--stdout", envvar="DW_STDOUT", rich_help_panel=INPUTS,
+        help="Write the result (one format, one input) to standard output instead of files (the default when "
+             "the input is - and there is no --output-dir).")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing/--overwrite", envvar="DW_SKIP_EXISTING", rich_help_panel=INPUTS,
+        help="Skip inputs whose outputs all exist and were made by the same model and options from the same "
+             "file (every run records that in a hidden .<name>.dw.json beside them); --overwrite (the default) "
+             "transcribes every input again.")] = False,
+    from_list: Annotated[Optional[str], typer.Option(
+        "--from-list", envvar="DW_FROM_LIST", rich_help_panel=INPUTS,
+        help="Read input paths from this file, one per line (- for standard input).")] = None,
+    null_separated: Annotated[bool, typer.Option(
+        "--null", "-0", envvar="DW_NULL", rich_help_panel=INPUTS,
+        help="Paths in --from-list are separated by NUL bytes (find -print0).")] = False,
+    model: ModelOption = None,
+    assistant: Annotated[Optional[str], typer.Option(
+        "--assistant", envvar="DW_ASSISTANT", rich_help_panel=MODEL,
+        help="A smaller Whisper with the model's vocabulary (e.g. its Distil-Whisper student) that drafts "
+             "tokens for the model to check: speculative decoding, the model's own greedy transcript, faster at "
+             "batch size 1 (forced).")] = None,
+    device: DeviceOption = "auto",
+    devices: Annotated[Optional[str], typer.Option(
+        envvar="DW_DEVICES", rich_help_panel=MODEL,
+        help="Several devices, e.g. cuda:0,cuda:1 or all: one model replica each, sharing the files (chunked "
+             "long-form only).")] = None,
+    dtype: DtypeOption = "auto",
+    attention: AttentionOption = "auto",
+    quantize: QuantizeOption = "auto",
+    batch_size: BatchOption = 0,
+    workers: WorkersOption = -1,
+    language: LanguageOption = None,
+    task: TaskOption = "transcribe",
+    long_form: LongFormOption = "chunked",
+    condition_on_previous_text: ConditionOption = True,
+    initial_prompt: PromptOption = None,
+    word_timestamps: Annotated[bool, typer.Option(
+        "--word-timestamps", envvar="DW_WORD_TIMESTAMPS", rich_help_panel=DECODING,
+        help="Time every word (cross-attention + DTW): words in JSON, word-accurate subtitle cues (without, a "
+             "cue that splits a segment is timed by its characters).")] = False,
+    beam_size: BeamOption = 1,
+    temperature: TemperatureOption = "0,0.2,0.4,0.6,0.8,1",
+    compression_ratio_threshold: CompressionOption = 2.4,
+    logprob_threshold: LogprobOption = -1.0,
+    no_speech_threshold: NoSpeechOption = 0.6,
+    vad: VadOption = True,
+    vad_threshold: VadThresholdOption = 0.5,
+    vad_min_speech_ms: VadSpeechOption = 0,
+    vad_min_silence_ms: VadSilenceOption = 160,
+    vad_speech_pad_ms: VadPadOption = 400,
+    highlight_words: Annotated[bool, typer.Option(
+        "--highlight-words", envvar="DW_HIGHLIGHT_WORDS", rich_help_panel=SUBTITLES,
+        help="Karaoke style, each word underlined as it is spoken (implies --word-timestamps).")] = False,
+    max_line_width: Annotated[int, typer.Option(envvar="DW_MAX_LINE_WIDTH", rich_help_panel=SUBTITLES,
+                                                help="Characters per line.")] = 42,
+    max_line_count: Annotated[int, typer.Option(envvar="DW_MAX_LINE_COUNT", rich_help_panel=SUBTITLES,
+                                                help="Lines per cue.")] = 2,
+    max_cue_duration: Annotated[float, typer.Option(envvar="DW_MAX_CUE_DURATION", rich_help_panel=SUBTITLES,
+                                                    help="Seconds per cue at most.")] = 7.0,
+    max_cps: Annotated[float, typer.Option(envvar="DW_MAX_CPS", rich_help_panel=SUBTITLES,
+                                           help="Reading speed, characters per second at most.")] = 20.0,
+    quiet: QuietOption = False,
+    log_json: LogJsonOption = False,
 ) -> None:
     """Transcribe media files into text and subtitles.
 
@@ -280,178 +432,47 @@ def transcribe(
     With --skip-existing, a rerun (a cron job, a batch that was killed) transcribes only the
     inputs whose outputs are missing, or were made by another model or other options.
     """
-    real_stdout = sys.stdout
-    sys.stdout = sys.stderr  # stdout carries results only: stray prints from libraries go to stderr
-    try:
-        status = _transcribe(**locals())
-    except DwError as error:
-        raise _fail(error) from None
-    except KeyboardInterrupt:
-        print("dw: interrupted", file=sys.stderr)
-        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
-    finally:
-        sys.stdout = real_stdout
-    raise typer.Exit(int(status))
+    def body(real_stdout):
+        from .pipeline import TranscribeOptions
+        from .plan import Inputs, ModelChoice, execute, make_plan
+        from .subtitles import SubtitleOptions
+        from .writers import WriterOptions, parse_formats
 
-
-def _transcribe(paths, formats, output_dir, stdout, skip_existing, from_list, null_separated, model, assistant,
-                device, devices,
-                dtype,
-                attention, quantize, batch_size, workers, language, task, long_form, vad, vad_threshold,
-                vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms, word_timestamps,
-                highlight_words, beam_size, temperature, compression_ratio_threshold, logprob_threshold,
-                no_speech_threshold, max_line_width, max_line_count,
-                max_cue_duration, max_cps, quiet, log_json, real_stdout) -> ExitStatus:
-    from .discover import discover, read_path_list
-    from .writers import WriterOptions, parse_formats
-    from .subtitles import SubtitleOptions
-
-    fmt_list = parse_formats(formats)
-    for name, value in (("--max-line-width", max_line_width), ("--max-line-count", max_line_count),
-                        ("--max-cue-duration", max_cue_duration), ("--max-cps", max_cps)):
-        _positive(name, value)
-    if task not in ("transcribe", "translate"):
-        raise UsageError(f"--task {task}: expected transcribe or translate")
-    if long_form not in ("chunked", "sequential"):
-        raise UsageError(f"--long-form {long_form}: expected chunked or sequential")
-    temperatures = _temperatures(temperature)
-    from .vad import VadOptions
-
-    if not 0 < vad_threshold < 1:
-        raise UsageError(f"--vad-threshold {vad_threshold:g}: expected a probability between 0 and 1")
-    for name, value in (("--vad-min-speech-ms", vad_min_speech_ms), ("--vad-min-silence-ms", vad_min_silence_ms),
-                        ("--vad-speech-pad-ms", vad_speech_pad_ms)):
-        if value < 0:
-            raise UsageError(f"{name} {value}: expected 0 or more")
-    vad_options = VadOptions(vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms)
-    if language is not None:
-        language = _language_code(language)
-    if beam_size < 1:
-        raise UsageError(f"--beam-size {beam_size}: expected 1 or more")
-    if beam_size > 1 and assistant:
-        raise UsageError("--assistant decodes greedily: it cannot be combined with --beam-size")
-    if quantize not in ("auto", "none", "int8"):
-        raise UsageError(f"--quantize {quantize}: expected auto, none or int8")
-    arguments = list(paths or [])
-    if from_list is not None:
-        if from_list == "-":
-            arguments += read_path_list(sys.stdin.buffer, null_separated)
-        else:
-            try:
-                with open(from_list, "rb") as stream:
-                    arguments += read_path_list(stream, null_separated)
-            except OSError as error:
-                raise UsageError(f"--from-list {from_list}: {error.strerror}") from None
-    if not arguments:
-        raise UsageError("no input: name files, folders or - (standard input), or use --from-list")
-    if "-" in arguments and from_list == "-":
-        raise UsageError("standard input cannot hold both the media and the --from-list")
-    to_stdout = stdout or ("-" in arguments and output_dir is None)
-    found = discover(arguments, output_dir)
-    if to_stdout:
-        if len(fmt_list) != 1:
-            raise UsageError(f"writing to standard output takes one format, got {','.join(fmt_list)}")
-        if len(found.files) + len(found.missing) != 1:
-            raise UsageError("writing to standard output takes exactly one input")
-
-    from .progress import make_reporter
-
-    # Before torch loads OpenMP: idle threads sleep instead of spinning.  On a CPU shared
-    # with other work (cron hosts, a decoding worker), spinning made each decoder step ~10x
-    # slower in our measurements; alone on a CPU it costs nothing measurable.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .batching import default_workers
-    from .decoding import DecodingOptions
-    from .discover import Discovery, MediaFile
-    from .engine import Engine, default_batch_size, pick_attention, pick_device, pick_dtype, pick_quantize
-    from .models import resolve_model
-    from .parallel import EngineSpec, launched_rank, parse_devices, shard, transcribe_on_devices
-    from .pipeline import FileOutcome, TranscribeOptions, transcribe_files
-    from .resume import Recipe, Resume
-
-    reporter = make_reporter(quiet, log_json)
-    settled = [FileOutcome(MediaFile(missing, Path(missing)), "failed", f"{missing}: no such file or directory")
-               for missing in found.missing]
-    device_list = parse_devices(devices) if devices else None
-    device_name = device_list[0] if device_list else pick_device(device)
-    rank = launched_rank()
-    if rank is not None:
-        # torchrun / accelerate launch: this rank's fixed shard; rank 0 reports missing paths.
-        if to_stdout:
-            raise UsageError("under torchrun each rank writes files: give --output-dir, not standard output")
-        found = Discovery(shard(found.files, rank), found.missing if rank.rank == 0 else [])
-        settled = settled if rank.rank == 0 else []
-        if device == "auto" and device_name.startswith("cuda"):
-            device_name = f"cuda:{rank.local_rank}"
-    if device_list and len(device_list) > 1 and long_form != "chunked":
-        raise UsageError("--devices with several devices needs --long-form chunked")
-    options = TranscribeOptions(
-        formats=tuple(fmt_list),
-        # Speculation pays at batch size 1 (each step of the model reads all its weights for one token).
-        batch_size=1 if assistant else batch_size if batch_size > 0 else default_batch_size(device_name),
-        workers=workers if workers >= 0 else default_workers(device_name),
-        decoding=DecodingOptions(
-            language=language,
-            task=task,
-            # Plain text needs no segment times: decoding without timestamp tokens is ~15%
-            # faster (measured; same WER), except in sequential mode, which seeks by them.
-            timestamps=not (set(fmt_list) == {"txt"} and long_form == "chunked"
-                            and not (word_timestamps or highlight_words)),
-            word_timestamps=word_timestamps or highlight_words,
-            beam_size=beam_size,
-            temperatures=temperatures,
-            compression_ratio_threshold=compression_ratio_threshold or None,
-            logprob_threshold=logprob_threshold,
-            no_speech_threshold=no_speech_threshold if no_speech_threshold < 1 else None,
-        ),
-        writer=WriterOptions(SubtitleOptions(max_line_width, max_line_count, max_cue_duration, max_cps,
-                                             highlight_words=highlight_words)),
-        to_stdout=to_stdout,
-        long_form=long_form,
-        vad=vad_options,
-    )
-    if {"srt", "vtt"} & set(fmt_list) and not options.decoding.word_timestamps:
-        _note("note: subtitle cues that split a segment are timed by character count; "
-              "--word-timestamps times them by the words", quiet, log_json)
-    todo, engine = found.files, None
-    if todo:
-        resolved = resolve_model(model, device_name)
-        if resolved.note:
-            _note(resolved.note, quiet, log_json)
-        assistant_resolved = resolve_model(assistant, device_name) if assistant else None
-        dtype_name = pick_dtype(dtype, device_name)
-        quantize_name = pick_quantize(quantize, device_name)
-        if not to_stdout:
-            # With an assistant the model's decoder runs in float32 on CPU (see Engine).
-            precision = {"decoder": "float32"} if assistant and device_name == "cpu" else {}
-            recipe = Recipe.of(resolved.model_id, options, dtype=dtype_name, quantize=quantize_name, **precision)
-            resume = Resume(recipe, skip_existing)
-            options = replace(options, resume=resume)
-            todo, done = resume.partition(found.files, fmt_list)
-            settled += [FileOutcome(media, "skipped", outputs=[media.output_path(fmt) for fmt in fmt_list])
-                        for media in done]
-    if todo and device_list and len(device_list) > 1:
-        spec = EngineSpec(resolved, dtype_name, pick_attention(attention, device_name), quantize_name,
-                          assistant_resolved)
-        summary = transcribe_on_devices(todo, device_list, spec, options, reporter, settled=settled)
-        return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, rank)
-    if todo:  # load the model only when something is left to transcribe
-        engine = Engine(
-            resolved,
-            device=device_name,
-            dtype=dtype_name,
-            attention=pick_attention(attention, device_name),
-            quantize=quantize_name,
-            assistant=assistant_resolved,
+        format_list = tuple(parse_formats(formats))
+        for name, value in (("--max-line-width", max_line_width), ("--max-line-count", max_line_count),
+                            ("--max-cue-duration", max_cue_duration), ("--max-cps", max_cps)):
+            _positive(name, value)
+        if output_dir is not None and not str(output_dir).strip():
+            raise UsageError("--output-dir: give a folder (an empty name would mean the current one)")
+        _run_options(batch_size, workers)
+        words = word_timestamps or highlight_words
+        options = TranscribeOptions(
+            formats=format_list,
+            batch_size=batch_size,
+            workers=workers,
+            decoding=_decoding_options(
+                language, task, long_form, condition_on_previous_text, initial_prompt, beam_size, temperature,
+                compression_ratio_threshold, logprob_threshold, no_speech_threshold,
+                # Plain text needs no segment times: decoding without timestamp tokens is ~15%
+                # faster (measured; same WER), except in sequential mode, which seeks by them.
+                timestamps=not (set(format_list) == {"txt"} and long_form == "chunked" and not words),
+                word_timestamps=words),
+            writer=WriterOptions(SubtitleOptions(max_line_width, max_line_count, max_cue_duration, max_cps,
+                                                 highlight_words=highlight_words)),
+            long_form=long_form,
+            vad=_vad_options(vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms),
         )
-        if language and engine.english_only and language != "en":
-            raise UsageError(f"--language {language}: {engine.model_id} is an English-only model")
-        if language and not engine.english_only and language not in engine.special.languages:
-            raise UsageError(f"--language {language}: not one of {engine.model_id}'s languages")
-        if task == "translate" and engine.english_only:
-            _note(f"note: {engine.model_id} is English-only and cannot translate; it transcribes", quiet, log_json)
-    summary = transcribe_files(todo, engine, options, reporter, stdout=real_stdout, settled=settled)
-    return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, rank)
+        inputs = Inputs(tuple(paths or ()), from_list, null_separated, output_dir, stdout, skip_existing)
+        choice = ModelChoice(model, assistant, device, devices, dtype, attention, quantize)
+        _prepare_process()
+        plan = make_plan(inputs, choice, options)
+        reporter = _reporter(quiet, log_json)
+        for note in plan.notes:
+            reporter.note(note)
+        summary = execute(plan, reporter, stdout=real_stdout)
+        return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, plan.rank)
+
+    _run(body, quiet, log_json)
 
 
 def _agreed(status: ExitStatus, rank) -> ExitStatus:
@@ -461,6 +482,104 @@ def _agreed(status: ExitStatus, rank) -> ExitStatus:
     from .parallel import agree_on_status
 
     return ExitStatus(agree_on_status(int(status), rank))
+
+
+@app.command("eval", cls=GroupedCommand)
+def evaluate(
+    data: Annotated[Path, typer.Argument(
+        help="A JSONL manifest ({\"audio\": path relative to it, \"text\": reference} per line) or a folder "
+             "with <name>.txt beside each recording.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=INPUTS,
+                                          help="Print one JSON object on stdout instead of the table on stderr.")] = False,
+    limit: Annotated[int, typer.Option(rich_help_panel=INPUTS, help="Only the first N recordings (0: all).")] = 0,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    attention: AttentionOption = "auto",
+    quantize: QuantizeOption = "auto",
+    batch_size: BatchOption = 0,
+    workers: WorkersOption = -1,
+    language: LanguageOption = None,
+    task: TaskOption = "transcribe",
+    long_form: LongFormOption = "chunked",
+    condition_on_previous_text: ConditionOption = True,
+    initial_prompt: PromptOption = None,
+    beam_size: BeamOption = 1,
+    temperature: TemperatureOption = "0,0.2,0.4,0.6,0.8,1",
+    compression_ratio_threshold: CompressionOption = 2.4,
+    logprob_threshold: LogprobOption = -1.0,
+    no_speech_threshold: NoSpeechOption = 0.6,
+    vad: VadOption = True,
+    vad_threshold: VadThresholdOption = 0.5,
+    vad_min_speech_ms: VadSpeechOption = 0,
+    vad_min_silence_ms: VadSilenceOption = 160,
+    vad_speech_pad_ms: VadPadOption = 400,
+    quiet: QuietOption = False,
+    log_json: LogJsonOption = False,
+) -> None:
+    """Measure a model on labelled speech: WER, insertions, deletions, repeats, speed.
+
+    Transcribes every recording with the same engine and options as dw transcribe (plain
+    text, nothing written beside the audio) and scores it against its reference after
+    Whisper's text normaliser (English; other languages: its basic one, and CER).
+
+    Example: dw eval speech/manifest.jsonl --model distil-whisper/distil-small.en --json
+    """
+    def body(real_stdout):
+        import json
+
+        from .evaluate import evaluate as run_evaluation, load_references
+        from .pipeline import TranscribeOptions
+        from .plan import ModelChoice, check_model_options
+        from .precision import describe, plan_precision
+        from .models import resolve_model
+
+        references = load_references(data)
+        if limit < 0:
+            raise UsageError(f"--limit {limit}: expected 0 or more")
+        references = references[:limit] if limit else references
+        _run_options(batch_size, workers)
+        options = TranscribeOptions(
+            formats=("txt",), batch_size=batch_size, workers=workers, long_form=long_form,
+            decoding=_decoding_options(language, task, long_form, condition_on_previous_text, initial_prompt,
+                                       beam_size, temperature, compression_ratio_threshold, logprob_threshold,
+                                       no_speech_threshold, timestamps=long_form == "sequential"),
+            vad=_vad_options(vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms),
+        )
+        _prepare_process()
+        from dataclasses import replace
+
+        from .engine import Engine, default_batch_size, pick_device
+        from .plan import default_workers
+
+        device_name = pick_device(device)
+        options = replace(options, batch_size=options.batch_size or default_batch_size(device_name),
+                          workers=options.workers if options.workers >= 0 else default_workers(device_name, None))
+        resolved = resolve_model(model, device_name)
+        reporter = _reporter(quiet or as_json, log_json)
+        for note in ([resolved.note] if resolved.note else []) + check_model_options(resolved, options.decoding):
+            reporter.note(note)
+        engine = Engine(resolved, plan_precision(describe(device_name), dtype, quantize, attention))
+        evaluation = run_evaluation(references, engine, options, reporter)
+        result = {"model": resolved.model_id, **evaluation.total.as_dict(), "failed": evaluation.failed}
+        if as_json:
+            real_stdout.write(json.dumps(result) + "\n")
+        elif not quiet:
+            print(_score_table(result), file=sys.stderr)
+        return ExitStatus.FILE_FAILED if evaluation.failed else ExitStatus.OK
+
+    _run(body, quiet, log_json)
+
+
+def _score_table(result: dict) -> str:
+    rows = [("model", result["model"]), ("files", result["files"]), ("reference words", result["words"]),
+            ("WER %", f"{result['wer']:.2f}"), ("substitutions", result["substitutions"]),
+            ("insertions", result["insertions"]), ("deletions", result["deletions"]),
+            ("insertion rate %", f"{result['insertion_rate']:.2f}"), ("repeated 5-grams", result["repeated_5grams"]),
+            ("CER %", f"{result['cer']:.2f}"), ("audio s", f"{result['audio_s']:.1f}"),
+            ("wall s", f"{result['wall_s']:.1f}"), ("x real time", f"{result['x_real_time']:.1f}")]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 @models_app.command("convert")

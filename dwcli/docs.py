@@ -143,6 +143,21 @@ def _parameter(context: Context, parameter: Parameter) -> list[str]:
     return [".TP", _term(label), _roff(sentence)]
 
 
+def _grouped_parameters(context: Context, command: Command) -> list[str]:
+    """A command's parameters under the headings of its --help (their ``rich_help_panel``)."""
+    groups: dict[str, list[str]] = {}
+    for parameter in command.get_params(context):
+        heading = "Arguments" if parameter.param_type_name == "argument" else (
+            getattr(parameter, "rich_help_panel", None) or "Options")
+        groups.setdefault(heading, []).extend(_parameter(context, parameter))
+    if len(groups) <= 1:
+        return [line for entries in groups.values() for line in entries]
+    lines = []
+    for heading, entries in groups.items():
+        lines += [".PP", f"\\fB{_roff(heading)}\\fR"] + entries
+    return lines
+
+
 def _examples(command: Command) -> list[str]:
     """Example command lines from a command's docstring and epilog."""
     found = []
@@ -187,8 +202,7 @@ def render_man() -> str:
         if _is_group(command):
             lines += [".PP", "Commands: " + ", ".join(
                 f"\\fB{_roff(name)}\\fR" for name in command.list_commands(context)) + "."]
-        for parameter in command.get_params(context):
-            lines += _parameter(context, parameter)
+        lines += _grouped_parameters(context, command)
     lines += [".SH EXIT STATUS"]
     for status, meaning in EXIT_STATUS_MEANINGS.items():
         lines += [".TP", f".B {int(status)}", _roff(meaning[0].upper() + meaning[1:] + ".")]

@@ -16,6 +16,7 @@ class ExitStatus(enum.IntEnum):
     USAGE = 2  # bad option or argument
     MODEL = 3  # the model could not be loaded
     INTERRUPTED = 130  # Ctrl-C / SIGINT (128 + 2)
+    TERMINATED = 143  # SIGTERM (128 + 15): what cron, systemd and kill send
 
 
 class DwError(Exception):
@@ -46,3 +47,8 @@ class ConversionError(DwError):
     """A CTranslate2 checkpoint could not be converted."""
 
     exit_status = ExitStatus.MODEL
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt (temporaries removed, workers
+    stopped), then the CLI exits 143."""

@@ -21,20 +21,33 @@ FRAMES_PER_WINDOW = WINDOW_SAMPLES // HOP_SAMPLES  # 3000
 _LOG_DYNAMIC_RANGE = 8.0  # log10 units kept below the loudest bin (80 dB)
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz * 3.0 / 200.0
+    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) * 27.0 / np.log(6.4), linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (mel - 15.0)), 200.0 * mel / 3.0)
+
+
 @lru_cache(maxsize=4)
 def mel_filters(n_mels: int) -> np.ndarray:
-    """Slaney-style mel filter bank, shape (n_fft // 2 + 1, n_mels), as Whisper uses."""
-    from transformers.audio_utils import mel_filter_bank
-
-    return mel_filter_bank(
-        num_frequency_bins=1 + N_FFT // 2,
-        num_mel_filters=n_mels,
-        min_frequency=0.0,
-        max_frequency=SAMPLE_RATE / 2,
-        sampling_rate=SAMPLE_RATE,
-        norm="slaney",
-        mel_scale="slaney",
-    ).astype(np.float32)
+    """Slaney-style mel filter bank, shape (n_fft // 2 + 1, n_mels), as Whisper (and
+    librosa's ``filters.mel(norm="slaney")``) makes it: triangles between mel-spaced
+    centres, each scaled to unit area.  Computed here rather than by transformers, whose
+    import alone takes a second (``tests/test_features.py`` checks the two agree)."""
+    bins = np.linspace(0.0, SAMPLE_RATE / 2, 1 + N_FFT // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), n_mels + 2))
+    widths = np.diff(edges)
+    slopes = edges[:, None] - bins[None, :]  # (n_mels + 2, bins)
+    rising = -slopes[:-2] / widths[:-1, None]
+    falling = slopes[2:] / widths[1:, None]
+    triangles = np.maximum(0.0, np.minimum(rising, falling))
+    triangles *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # slaney normalisation: unit area
+    return triangles.T.astype(np.float32)
 
 
 def log_mel(samples: np.ndarray, n_mels: int):

@@ -1,8 +1,8 @@
 """Several devices in one command, and several machines under torchrun / accelerate.
 
 ``--devices cuda:0,cuda:1`` starts one process per device, each with its own replica of the
-model.  Files are handed out one at a time from a shared queue, as each replica's pipeline
-asks for more, so a replica that drew long files simply takes fewer: no device idles while
+model and its own device's precision plan.  Files are handed out one at a time from a
+shared counter, as each replica's pipeline asks for more, so a replica that drew long files simply takes fewer: no device idles while
 another still has a queue.  Each replica batches the windows of the files it holds.
 
 Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1), every rank takes a fixed,
@@ -24,32 +24,54 @@ from .pipeline import FileOutcome, Reporter, RunSummary, report_settled, transcr
 
 
 @dataclass(frozen=True)
-class EngineSpec:
-    """How to build the engine in another process (it cannot be pickled itself)."""
+class Replica:
+    """What one device's process needs (an engine cannot be pickled itself)."""
 
     resolved: object  # models.ResolvedModel
-    dtype: str
-    attention: str
-    quantize: str | None
-    assistant: object = None  # models.ResolvedModel of --assistant, or None
+    precision: object  # precision.PrecisionPlan of this replica's device
+    assistant: object  # models.ResolvedModel of --assistant, or None
+    options: object  # pipeline.TranscribeOptions (its resume record names this replica's precision)
+
+    @property
+    def device(self) -> str:
+        return self.precision.device
 
 
 def parse_devices(value: str) -> list[str]:
     """``"cuda:0,cuda:1"`` -> the list; ``"all"`` -> every visible GPU (or ``cpu``)."""
     import torch
 
+    from .engine import pick_device
+
     if value == "all":
         count = torch.cuda.device_count()
         return [f"cuda:{index}" for index in range(count)] or ["cpu"]
     devices = [name.strip() for name in value.split(",") if name.strip()]
+    if not devices:
+        raise UsageError("--devices: name at least one device")
     for name in devices:
         if not (name == "cpu" or name.startswith("cuda")):
             raise UsageError(f"--devices {value}: expected cpu, cuda:N or all")
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--devices {value}: no CUDA device is available")
-    if not devices:
-        raise UsageError("--devices: name at least one device")
+        pick_device(name)  # a GPU that does not exist is a usage error, named
     return devices
+
+
+class FileCounter:
+    """The next file to take, shared by every replica and their decoding workers: a number
+    in shared memory, not a queue, so there is no pipe to fill and nothing for a process to
+    wait on at exit, however many files are left when a run stops."""
+
+    def __init__(self, context, total: int):
+        self.value = context.Value("q", 0)
+        self.total = total
+
+    def take(self) -> int | None:
+        with self.value.get_lock():
+            index = self.value.value
+            if index >= self.total:
+                return None
+            self.value.value = index + 1
+            return index
 
 
 class _ForwardingReporter(Reporter):
@@ -64,27 +86,33 @@ class _ForwardingReporter(Reporter):
     def file_done(self, outcome: FileOutcome) -> None:
         self.events.put(("file", outcome))
 
+    def note(self, message: str) -> None:
+        self.events.put(("note", message))
 
-def _replica(device: str, threads: int, spec: EngineSpec, files, options, tasks, events) -> None:
+
+def _replica(replica: Replica, threads: int, files, claims: FileCounter, events) -> None:
     """One device's process: build the engine, transcribe claimed files, report back."""
     import torch
 
+    from .batching import die_with_parent
     from .engine import Engine
 
+    die_with_parent()
     torch.set_num_threads(threads)
     try:
-        engine = Engine(spec.resolved, device=device, dtype=spec.dtype, attention=spec.attention,
-                        quantize=spec.quantize, assistant=spec.assistant)
-        # The replica's decoding workers take files from the queue all replicas share.
-        items = stream_items(files, engine.n_mels, options.workers, claims=tasks, vad=options.vad)
+        if replica.device.startswith("cuda"):
+            torch.cuda.set_device(replica.device)
+        engine = Engine(replica.resolved, replica.precision, replica.assistant)
+        options = replica.options
+        # The replica's decoding workers take files from the counter all replicas share.
+        items = stream_items(files, engine.n_mels, options.workers, claims=claims, vad=options.vad)
         summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever
-        events.put(("crashed", f"{device}: {type(error).__name__}: {error}"))
+        events.put(("crashed", f"{replica.device}: {type(error).__name__}: {error}"))
 
 
-def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, reporter: Reporter,
-                          settled=()) -> RunSummary:
+def transcribe_on_devices(files, replicas: list[Replica], reporter: Reporter, settled=()) -> RunSummary:
     """Transcribe ``files`` with one model replica per device; returns the merged summary.
 
     ``settled`` outcomes (skipped or missing inputs) are only reported and counted."""
@@ -92,24 +120,22 @@ def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, 
     import time
 
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-    tasks, events = context.Queue(), context.Queue()
-    for index in range(len(files)):
-        tasks.put(index)
+    claims, events = FileCounter(context, len(files)), context.Queue()
     cores = os.cpu_count() or 1
-    cpu_replicas = sum(device == "cpu" for device in devices)
+    cpu_replicas = sum(replica.device == "cpu" for replica in replicas)
     threads = max(1, cores // max(cpu_replicas, 1))
     # Each replica's decoding workers share the machine's cores with the other replicas'.
-    options = dataclasses.replace(options, workers=min(options.workers, max(1, cores // len(devices) - 1)))
+    replicas = [dataclasses.replace(replica, options=dataclasses.replace(
+        replica.options, workers=min(replica.options.workers, max(1, cores // len(replicas) - 1))))
+        for replica in replicas]
     started = time.monotonic()
     reporter.start([*(outcome.media for outcome in settled), *files])
     total = RunSummary()
     report_settled(settled, reporter, total)
     # Not daemonic: a replica starts its own decoding workers, which a daemon may not.  The
     # finally below stops them if this process is interrupted.
-    processes = [
-        context.Process(target=_replica, args=(device, threads, spec, files, options, tasks, events))
-        for device in devices
-    ]
+    processes = [context.Process(target=_replica, args=(replica, threads, files, claims, events))
+                 for replica in replicas]
     completed = False
     try:
         crashes = _collect(processes, events, reporter, total)
@@ -121,6 +147,7 @@ def transcribe_on_devices(files, devices: list[str], spec: EngineSpec, options, 
             if process.is_alive():
                 process.terminate()
                 process.join(timeout=10)
+        events.cancel_join_thread()  # never wait at exit for events nobody will read
     if crashes:
         from .errors import ModelLoadError
 
@@ -150,6 +177,8 @@ def _collect(processes, events, reporter: Reporter, total: RunSummary) -> list[s
             reporter.advance(payload)
         elif kind == "file":
             reporter.file_done(payload)
+        elif kind == "note":
+            reporter.note(payload)
         elif kind == "summary":
             finished += 1
             total.add(payload)

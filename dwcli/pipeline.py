@@ -81,6 +81,7 @@ class Reporter:
     def start(self, files: list[MediaFile]) -> None: ...
     def advance(self, audio_s: float) -> None: ...
     def file_done(self, outcome: FileOutcome) -> None: ...
+    def note(self, message: str) -> None: ...  # a remark worth a line (not under --quiet)
     def finish(self, summary: RunSummary) -> None: ...
 
 
@@ -112,6 +113,8 @@ class _Run:
 
     def feed(self, item) -> None:
         state = self.states[item.file_index]
+        if state.failed:
+            return  # the file already failed: the rest of its windows are not decoded
         if isinstance(item, WindowItem):
             state.open_windows += 1
             self.pending.append(item)
@@ -137,15 +140,19 @@ class _Run:
                 stack_features(batch), [item.window for item in batch], self.options.decoding
             )
         except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             if len(batch) == 1:
-                raise
+                # Not even one window fits: this file cannot be done here; the others may.
+                (item,) = batch
+                self._fail(item.file_index, f"{self.states[item.file_index].media.label}: out of memory on "
+                           f"{self.engine.device} with a single window")
+                return
             # Halve the batch and go again with the same windows: nothing is lost, and the
             # smaller size stays for the rest of the run.
             self.batch_size = max(1, len(batch) // 2)
             self.pending = batch + self.pending
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            print(f"dw: out of device memory; batch size now {self.batch_size}", file=sys.stderr)
+            self.reporter.note(f"out of device memory; batch size now {self.batch_size}")
             return
         touched = set()
         for item, result in zip(batch, results):
@@ -246,7 +253,7 @@ def result_options(engine, options: TranscribeOptions) -> dict:
         "language": options.decoding.language,
         "task": options.decoding.task,
         "timestamps": options.decoding.timestamps,
-        "dtype": engine.dtype,
+        "dtype": engine.plan.weights,
     }
 
 

@@ -24,13 +24,22 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _amount(seconds: float) -> str:
+    """Audio in the unit that reads best: ``11 s``, ``3.2 min``, ``1.25 h``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
 def summary_line(summary: RunSummary) -> str:
-    """``dw: 3 ok, 1 skipped, 1 failed; 0.21 h of audio in 0:12 (63.0x real time)``; a run
+    """``dw: 3 ok, 1 skipped, 1 failed; 12.6 min of audio in 0:12 (63.0x real time)``; a run
     that transcribed nothing says only its counts."""
     counts = f"dw: {summary.ok} ok, {summary.skipped} skipped, {summary.failed} failed"
     if summary.audio_s <= 0:
         return counts
-    return (f"{counts}; {summary.audio_s / 3600:.2f} h of audio in {_clock(summary.wall_s)} "
+    return (f"{counts}; {_amount(summary.audio_s)} of audio in {_clock(summary.wall_s)} "
             f"({summary.realtime_factor:.1f}x real time)")
 
 
@@ -69,6 +78,17 @@ class PlainReporter(Reporter):
             self._say(f"dw: [{self.done}/{self.total}] {verb} {outcome.media.label} -> {where}"
                       + (f" ({_clock(outcome.duration_s)} of audio)" if outcome.status == "ok" else ""))
 
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self._say(f"dw: note: {message}")
+
+    def error(self, message: str) -> None:
+        """An error outside any one file (a usage error, the model): always said."""
+        self._say(f"Error: {message}")
+
+    def interrupted(self, signal_name: str) -> None:
+        self._say(f"dw: interrupted ({signal_name}); finished files are kept")
+
     def finish(self, summary: RunSummary) -> None:
         if not self.quiet:
             self._say(summary_line(summary))
@@ -87,6 +107,15 @@ class JsonReporter(PlainReporter):
             outputs=[str(path) for path in outcome.outputs], duration_s=round(outcome.duration_s, 3),
             **({"error": outcome.message} if outcome.message else {}),
         )
+
+    def note(self, message: str) -> None:
+        self._event(event="note", message=message)
+
+    def error(self, message: str) -> None:
+        self._event(event="error", message=message)
+
+    def interrupted(self, signal_name: str) -> None:
+        self._event(event="interrupted", signal=signal_name)
 
     def finish(self, summary: RunSummary) -> None:
         self._event(
@@ -157,6 +186,10 @@ class RichReporter(PlainReporter):
             if _debug() and outcome.detail:
                 self.console.print(outcome.detail.rstrip(), markup=False, highlight=False)
         self._refresh()
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(f"dw: note: {message}", markup=False, highlight=False)
 
     def finish(self, summary: RunSummary) -> None:
         if self.progress is not None:

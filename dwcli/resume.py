@@ -29,7 +29,7 @@ _SHAPED_FORMATS = frozenset({"srt", "vtt"})
 _NOT_IN_RESULT = frozenset({"formats", "batch_size", "workers", "to_stdout", "resume", "writer"})
 # Decoding options added after records were first written, with the value that does what dw
 # did before each existed: a record without one was made that way, and is not redone for it.
-_ADDED_DECODING_OPTIONS = {"beam_size": 1}
+_ADDED_DECODING_OPTIONS = {"beam_size": 1, "initial_prompt": None, "condition_on_previous_text": False}
 
 
 def _encode(value):

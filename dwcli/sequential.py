@@ -50,6 +50,14 @@ class _FileCursor:
     exhausted: bool = False
     segments: list[Segment] = field(default_factory=list)
     languages: list[str] = field(default_factory=list)
+    # The file's tokens so far (the initial prompt's first) and where the context of the
+    # next window begins among them (openai-whisper's all_tokens and prompt_reset_since).
+    tokens: list[int] = field(default_factory=list)
+    context_from: int = 0
+
+    @property
+    def context(self) -> tuple[int, ...]:
+        return tuple(self.tokens[self.context_from :])
 
     def _read(self) -> None:
         piece = next(self.pieces, None)
@@ -98,21 +106,29 @@ class _FileCursor:
         return self.speech.samples_read / SAMPLE_RATE
 
 
-def _advance(window: Window, tokens: list[int], segments: list[Segment], timestamp_begin: int) -> tuple[list[Segment], int]:
-    """Which segments of a window to keep and how many samples to seek forward."""
+def _advance(window: Window, tokens: list[int], segments: list[Segment], timestamp_begin: int,
+             ) -> tuple[list[Segment], list[int], int]:
+    """Which segments of a window to keep, their tokens, and how many samples to seek
+    forward: openai-whisper's rule.  After a pair of timestamps the model has begun a
+    segment the window cuts off: the segments before it are kept and the next window
+    starts at the pair's first timestamp; a window that ends on a lone timestamp (or holds
+    no pair) was heard to its end."""
     whole = len(window.samples)
     is_timestamp = [token >= timestamp_begin for token in tokens]
     pairs = [index for index in range(1, len(tokens)) if is_timestamp[index] and is_timestamp[index - 1]]
     single_timestamp_ending = len(tokens) >= 2 and is_timestamp[-1] and not is_timestamp[-2]
     if not pairs or single_timestamp_ending:
-        return segments, whole
-    # Keep the segments closed by the last pair; read the rest again from that timestamp.
-    last_complete_s = (tokens[pairs[-1]] - timestamp_begin) * SECONDS_PER_TIMESTAMP
+        return segments, tokens, whole
+    last_complete_s = (tokens[pairs[-1] - 1] - timestamp_begin) * SECONDS_PER_TIMESTAMP
     seek = round(last_complete_s * SAMPLE_RATE)
     if seek <= 0:
-        return segments, whole
+        return segments, tokens, whole
     kept = [segment for segment in segments if segment.end <= last_complete_s + 1e-6]
-    return kept, min(seek, whole)
+    return kept, tokens[: pairs[-1]], min(seek, whole)
+
+
+# openai-whisper's prompt_reset_on_temperature: text sampled this hot is no context to keep.
+_RESET_CONTEXT_ABOVE_TEMPERATURE = 0.5
 
 
 @dataclass
@@ -136,7 +152,9 @@ def sequential_transcripts(media_sources, engine, options, batch_size: int,
         while pending and len(active) < batch_size:
             file_index, source = pending.pop(0)
             speech = SpeechFilter(vad)
-            active.append(_FileCursor(file_index, speech, speech.pieces(decode_blocks(source))))
+            cursor = _FileCursor(file_index, speech, speech.pieces(decode_blocks(source)))
+            cursor.tokens = list(engine.prompt_tokens(options.initial_prompt))
+            active.append(cursor)
         windows, cursors = [], []
         for cursor in list(active):
             try:
@@ -154,10 +172,13 @@ def sequential_transcripts(media_sources, engine, options, batch_size: int,
         if not windows:
             continue
         features = log_mel_batch([window.samples for window in windows], engine.n_mels)
-        results = engine.transcribe(features, windows, options)
+        results = engine.transcribe(features, windows, options, previous=[cursor.context for cursor in cursors])
         for cursor, window, result in zip(cursors, windows, results):
-            kept, step = _advance(window, result.tokens, result.segments, engine.special.timestamp_begin)
+            kept, kept_tokens, step = _advance(window, result.tokens, result.segments, engine.special.timestamp_begin)
             cursor.segments.extend(refine.settle(window, kept, options.word_timestamps))
             if result.language:
                 cursor.languages.append(result.language)
+            cursor.tokens.extend(kept_tokens)
+            if not options.condition_on_previous_text or result.temperature > _RESET_CONTEXT_ABOVE_TEMPERATURE:
+                cursor.context_from = len(cursor.tokens)
             cursor.seek += max(step, 1)

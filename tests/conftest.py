@@ -76,11 +76,24 @@ def offline_model():
     return resolve_model(OFFLINE_MODEL, "cpu")
 
 
+def transformers_whisper(path):
+    """transformers' own model of a checkpoint: the reference dw's decoding is checked against."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def reference_model(offline_model):
+    return transformers_whisper(offline_model.path)
+
+
 @pytest.fixture(scope="session")
 def engine(offline_model):
     from dwcli.engine import Engine
 
-    return Engine(offline_model, device="cpu", dtype="float32")
+    return Engine.load(offline_model, "cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +129,13 @@ def normalize(text: str) -> str:
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
     return EnglishTextNormalizer({})(text)
+
+
+def contexts(speech_ends):
+    """Decoding contexts that carry only each window's speech end (None: no contexts)."""
+    from dwcli.decoding import WindowContext
+
+    return None if speech_ends is None else [WindowContext(speech_end_s=end) for end in speech_ends]
 
 
 def speech_end_s(samples) -> float:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import speech_end_s, word_error_rate
+from conftest import contexts, speech_end_s, word_error_rate
 
 from dwcli.audio import load_audio
 from dwcli.chunking import split_windows
@@ -28,15 +28,14 @@ def windows(longform, jfk):
 def _encode(engine, windows):
     features = log_mel_batch([window.samples for window in windows], engine.n_mels)
     speech_end = [speech_end_s(window.samples) for window in windows]
-    return engine.decoder.encode(features), speech_end
+    return engine.encode(features), speech_end
 
 
-def test_five_beams_match_transformers_beam_search(engine, speech):
+def test_five_beams_match_transformers_beam_search(engine, reference_model, speech):
     features = log_mel_batch([load_audio(speech[name]["path"]) for name in SHORT_CLIPS], engine.n_mels)
-    ours = engine.beam_search.decode_encoded(engine.decoder.encode(features),
-                                             DecodingOptions(timestamps=False, beam_size=5))
+    ours = engine.beam_search.decode(engine.encode(features), DecodingOptions(timestamps=False, beam_size=5))
     with torch.inference_mode():
-        reference = engine.model.generate(features, num_beams=5, return_timestamps=False, max_new_tokens=224)
+        reference = reference_model.generate(features, num_beams=5, return_timestamps=False, max_new_tokens=224)
     end = engine.special.end_of_text
     for row, name in enumerate(SHORT_CLIPS):
         assert ours[row].tokens == [token for token in reference[row].tolist() if token != end], name
@@ -47,8 +46,8 @@ def test_five_beams_match_transformers_beam_search(engine, speech):
 def test_one_beam_is_the_greedy_decoder(engine, windows, timestamps):
     encoded, speech_end = _encode(engine, windows)
     options = DecodingOptions(timestamps=timestamps)
-    greedy = engine.decoder.decode_encoded(encoded, options, speech_end_s=speech_end)
-    beam = engine.beam_search.decode_encoded(encoded, replace(options, beam_size=1), speech_end_s=speech_end)
+    greedy = engine.greedy.decode(encoded, options, contexts(speech_end))
+    beam = engine.beam_search.decode(encoded, replace(options, beam_size=1), contexts(speech_end))
     for ours, theirs in zip(beam, greedy):
         assert ours.tokens == theirs.tokens
         assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-4)
@@ -60,9 +59,9 @@ def test_a_window_gets_the_same_beams_alone_or_in_a_batch(engine, windows):
     """Windows finish their search at different steps and leave the batch; the others go on."""
     encoded, speech_end = _encode(engine, windows)
     options = DecodingOptions(beam_size=4)
-    together = engine.beam_search.decode_encoded(encoded, options, speech_end_s=speech_end)
+    together = engine.beam_search.decode(encoded, options, contexts(speech_end))
     for row in range(len(windows)):
-        (alone,) = engine.beam_search.decode_encoded(encoded[row : row + 1], options, speech_end_s=speech_end[row : row + 1])
+        (alone,) = engine.beam_search.decode(encoded[row : row + 1], options, contexts(speech_end[row : row + 1]))
         assert together[row].tokens == alone.tokens, row
         assert together[row].avg_logprob == pytest.approx(alone.avg_logprob, abs=1e-4)
     timestamps = [token for result in together for token in result.tokens if token >= engine.special.timestamp_begin]

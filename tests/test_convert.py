@@ -34,7 +34,7 @@ def clips(speech, longform):
 
 def test_encoder_output_matches_ctranslate2(engine, ct2_model, clips):
     features = log_mel_batch(clips[:2], engine.n_mels)
-    ours = engine.decoder.encode(features).numpy()
+    ours = engine.encode(features).numpy()
     theirs = np.array(ct2_model.encode(ctranslate2.StorageView.from_array(features.numpy())))
     # Weights are float16 in both; only summation order differs.
     assert np.abs(ours - theirs).max() < 2e-2
@@ -44,7 +44,7 @@ def test_encoder_output_matches_ctranslate2(engine, ct2_model, clips):
 def test_greedy_transcript_matches_ctranslate2(engine, ct2_model, clips):
     features = log_mel_batch(clips, engine.n_mels)
     special = engine.special
-    ours = engine.decoder.decode(features, DecodingOptions(timestamps=False))
+    ours = engine.greedy.decode(engine.encode(features), DecodingOptions(timestamps=False))
     prompt = [special.start_of_transcript, special.no_timestamps]
     theirs = ct2_model.generate(
         ctranslate2.StorageView.from_array(features.numpy()), [prompt] * len(clips),

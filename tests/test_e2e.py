@@ -76,7 +76,8 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(engine, speech, tmp_pa
 
     class SmallDevice:
         def __init__(self, real):
-            self.real, self.model_id, self.n_mels, self.dtype = real, real.model_id, real.n_mels, real.dtype
+            self.real, self.model_id, self.n_mels = real, real.model_id, real.n_mels
+            self.plan, self.device = real.plan, real.device
             self.batch_sizes = []
 
         def transcribe(self, features, windows, options):
@@ -93,3 +94,24 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(engine, speech, tmp_pa
     assert max(device.batch_sizes[1:]) <= 2 and sum(device.batch_sizes[1:]) == len(SHORT_CLIPS)
     for name, media in zip(SHORT_CLIPS, files):
         assert word_error_rate(speech[name]["text"], json.loads(media.output_path("json").read_text())["text"]) <= SHORT_WER_BOUND
+
+
+def test_out_of_memory_with_one_window_fails_that_file_only(engine, speech, tmp_path):
+    """Where not even one window fits, its file fails with one line; the rest go on."""
+    import torch
+
+    class TinyDevice:
+        def __init__(self, real):
+            self.real, self.model_id, self.n_mels = real, real.model_id, real.n_mels
+            self.plan, self.device = real.plan, real.device
+
+        def transcribe(self, features, windows, options):
+            if any(11 < window.duration_s < 12 for window in windows):  # 2412-153948-0000 never fits
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            return self.real.transcribe(features, windows, options)
+
+    paths = [speech[name]["path"] for name in SHORT_CLIPS]
+    summary, outcomes, files = _run(TinyDevice(engine), paths, tmp_path, batch_size=1, workers=0)
+    failed = [outcome for outcome in outcomes if outcome.status == "failed"]
+    assert (summary.ok, summary.failed) == (len(SHORT_CLIPS) - 1, 1)
+    assert failed[0].message == f"{speech['2412-153948-0000.flac']['path']}: out of memory on cpu with a single window"

@@ -56,7 +56,14 @@ def multilingual_dir(tmp_path_factory, offline_model):
 
 @pytest.fixture(scope="module")
 def multilingual_engine(multilingual_dir) -> Engine:
-    return Engine(ResolvedModel(multilingual_dir, "random-multilingual"), device="cpu", dtype="float32")
+    return Engine.load(ResolvedModel(multilingual_dir, "random-multilingual"), "cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def multilingual_reference(multilingual_dir):
+    from conftest import transformers_whisper
+
+    return transformers_whisper(multilingual_dir)
 
 
 @pytest.fixture(scope="module")
@@ -65,32 +72,33 @@ def features(multilingual_engine, speech):
     return log_mel_batch(clips, multilingual_engine.n_mels)
 
 
-def test_language_detection_matches_transformers(multilingual_engine, features):
+def test_language_detection_matches_transformers(multilingual_engine, multilingual_reference, features):
     engine = multilingual_engine
     with torch.inference_mode():
-        encoded = engine.decoder.encode(features)
-        ours = engine.decoder.detect_language(engine.decoder.cross_attention_kv(encoded), len(features), encoded)
-        theirs = engine.model.detect_language(features)
+        encoded = engine.encode(features)
+        ours = engine.runtime.detect_language(engine.runtime.cross_attention_kv(encoded), len(features), encoded)
+        theirs = multilingual_reference.detect_language(features)
     code_of = {token: code for code, token in engine.special.languages.items()}
     assert ours == [code_of[token] for token in theirs.tolist()]
     options = DecodingOptions(max_new_tokens=5)  # no --language: each window's own
-    assert [window.language for window in engine.decoder.decode_encoded(encoded, options)] == ours
-    beams = engine.beam_search.decode_encoded(encoded, DecodingOptions(max_new_tokens=5, beam_size=2))
+    assert [window.language for window in engine.greedy.decode(encoded, options)] == ours
+    beams = engine.beam_search.decode(encoded, DecodingOptions(max_new_tokens=5, beam_size=2))
     assert [window.language for window in beams] == ours
 
 
 @pytest.mark.parametrize("task, timestamps, beams", [
     ("transcribe", True, 1), ("translate", False, 1), ("transcribe", False, 3),
 ])
-def test_language_and_task_prompt_decodes_as_generate(multilingual_engine, features, task, timestamps, beams):
+def test_language_and_task_prompt_decodes_as_generate(multilingual_engine, multilingual_reference, features, task,
+                                                      timestamps, beams):
     engine = multilingual_engine
     options = DecodingOptions(language="fr", task=task, timestamps=timestamps, beam_size=beams, max_new_tokens=20)
-    encoded = engine.decoder.encode(features)
-    decoder = engine.beam_search if beams > 1 else engine.decoder
-    ours = decoder.decode_encoded(encoded, options)
+    encoded = engine.encode(features)
+    decoder = engine.beam_search if beams > 1 else engine.greedy
+    ours = decoder.decode(encoded, options)
     with torch.inference_mode():
-        reference = engine.model.generate(features, language="fr", task=task, return_timestamps=timestamps,
-                                          num_beams=beams, max_new_tokens=20)
+        reference = multilingual_reference.generate(features, language="fr", task=task, return_timestamps=timestamps,
+                                                    num_beams=beams, max_new_tokens=20)
     assert engine.special.languages["fr"] == FIRST_LANGUAGE + 6  # en zh de es ru ko fr
     prompt = [START_OF_TRANSCRIPT, engine.special.languages["fr"],
               TRANSLATE if task == "translate" else TRANSCRIBE] + ([] if timestamps else [NO_TIMESTAMPS])
@@ -119,9 +127,9 @@ def test_detected_language_reaches_the_json_output(multilingual_engine, multilin
     model_dir = str(multilingual_dir)
     with torch.inference_mode():
         features = log_mel_batch([load_audio(jfk["path"])], multilingual_engine.n_mels)
-        encoded = multilingual_engine.decoder.encode(features)
-        (detected,) = multilingual_engine.decoder.detect_language(
-            multilingual_engine.decoder.cross_attention_kv(encoded), 1, encoded)
+        encoded = multilingual_engine.encode(features)
+        (detected,) = multilingual_engine.runtime.detect_language(
+            multilingual_engine.runtime.cross_attention_kv(encoded), 1, encoded)
     for extra, language in (([], detected), (["--language", "German", "--task", "translate"], "de")):
         result = subprocess.run(
             ["dw", "transcribe", str(jfk["path"]), "--model", model_dir, "--format", "json", "--stdout",

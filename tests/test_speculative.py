@@ -13,15 +13,18 @@ import shutil
 import pytest
 import torch
 
-from conftest import speech_end_s
+from conftest import contexts, speech_end_s
 
 from dwcli.audio import load_audio
 from dwcli.chunking import split_windows
-from dwcli.decoding import DecodingOptions, GreedyDecoder
+from dwcli.decoding import DecodingOptions
+from dwcli.decoding.greedy import GreedySearch
+from dwcli.decoding.runtime import DecoderRuntime
 from dwcli.errors import ModelLoadError
 from dwcli.features import log_mel_batch
 from dwcli.models import ResolvedModel
-from dwcli.speculative import INITIAL_DRAFT_TOKENS, DraftDecoder, SpeculativeDecoder, SpeculativeEncoded, load_assistant, teacher_states
+from dwcli.decoding.speculative import (INITIAL_DRAFT_TOKENS, DraftRuntime, SpeculativeEncoded, SpeculativeSearch,
+                                       load_assistant, teacher_states)
 
 
 def _save_with_tokenizer(model, source, target):
@@ -44,14 +47,14 @@ def one_layer_assistant(tmp_path_factory, offline_model):
 
 def _draft_decoder(engine, assistant_model, int8=False):
     generation = engine.model.generation_config
-    return DraftDecoder(assistant_model, engine.special, generation.suppress_tokens, generation.begin_suppress_tokens,
+    return DraftRuntime(assistant_model, engine.special, generation.suppress_tokens, generation.begin_suppress_tokens,
                         int8=int8, shared_encoder=engine.model.model.encoder)
 
 
 @pytest.fixture(scope="module")
 def speculative(engine, one_layer_assistant):
     model = load_assistant(one_layer_assistant, engine.model, "cpu", torch.float32)
-    return SpeculativeDecoder(engine.decoder, _draft_decoder(engine, model, int8=True))
+    return SpeculativeSearch(engine.runtime, _draft_decoder(engine, model, int8=True))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def samples(longform, jfk):
 
 @pytest.fixture(scope="module")
 def encoded(engine, samples):
-    return engine.decoder.encode(log_mel_batch(samples, engine.n_mels))
+    return engine.encode(log_mel_batch(samples, engine.n_mels))
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +85,8 @@ def reference(engine, encoded, samples):
 def _teacher_alone(engine, encoded, options, speech_end=None):
     """The teacher's greedy decoding at batch 1, window by window."""
     return [
-        engine.decoder.decode_encoded(encoded[row : row + 1], options,
-                                      speech_end_s=None if speech_end is None else [speech_end[row]])[0]
+        engine.greedy.decode(encoded[row : row + 1], options,
+                             contexts(None if speech_end is None else [speech_end[row]]))[0]
         for row in range(len(encoded))
     ]
 
@@ -103,8 +106,8 @@ def test_one_layer_assistant_gives_the_teachers_tokens(engine, speculative, samp
     options = DecodingOptions(timestamps=timestamps)
     speech_end = [speech_end_s(window) for window in samples] if timestamps else None
     before = (speculative.stats.drafted, speculative.stats.accepted)
-    ours = speculative.decode_encoded(speculative.encode(log_mel_batch(samples, engine.n_mels)), options,
-                                      speech_end_s=speech_end)
+    ours = speculative.decode(speculative.encode(log_mel_batch(samples, engine.n_mels)), options,
+                              contexts(speech_end))
     _assert_same(ours, reference(timestamps))
     assert "ask not what your country can do for you" in engine.decode_text(ours[-1].tokens).lower()
     drafted, accepted = speculative.stats.drafted - before[0], speculative.stats.accepted - before[1]
@@ -115,10 +118,10 @@ def test_one_layer_assistant_gives_the_teachers_tokens(engine, speculative, samp
 
 @pytest.mark.parametrize("timestamps", [True, False])
 def test_teacher_as_its_own_assistant_accepts_nearly_everything(engine, encoded, samples, reference, timestamps):
-    speculative = SpeculativeDecoder(engine.decoder, engine.decoder)
+    speculative = SpeculativeSearch(engine.runtime, engine.runtime)
     options = DecodingOptions(timestamps=timestamps)
     speech_end = [speech_end_s(window) for window in samples] if timestamps else None
-    _assert_same(speculative.decode_encoded(encoded, options, speech_end_s=speech_end), reference(timestamps))
+    _assert_same(speculative.decode(encoded, options, contexts(speech_end)), reference(timestamps))
     stats = speculative.stats
     print(f"teacher as assistant, timestamps={timestamps}: acceptance {stats.acceptance_rate:.0%}, "
           f"{stats.tokens_per_round:.1f} tokens per teacher pass")
@@ -129,19 +132,19 @@ def test_teacher_as_its_own_assistant_accepts_nearly_everything(engine, encoded,
 def test_max_new_tokens_truncates_like_the_teacher(engine, speculative, encoded):
     for limit in (1, 9):
         options = DecodingOptions(max_new_tokens=limit)
-        ours = speculative.decode_encoded(encoded, options)
+        ours = speculative.decode(encoded, options)
         _assert_same(ours, _teacher_alone(engine, encoded, options))
         assert all(result.truncated and len(result.tokens) == limit for result in ours)
-    own = SpeculativeDecoder(engine.decoder, engine.decoder)
+    own = SpeculativeSearch(engine.runtime, engine.runtime)
     options = DecodingOptions(max_new_tokens=12)
-    _assert_same(own.decode_encoded(encoded, options), _teacher_alone(engine, encoded, options))
+    _assert_same(own.decode(encoded, options), _teacher_alone(engine, encoded, options))
 
 
 def test_sampling_is_the_teachers(engine, speculative, encoded):
     options = DecodingOptions(max_new_tokens=24)
     rows = [0, 1]
-    ours = speculative.decode_encoded(SpeculativeEncoded(encoded)[rows], options, temperature=0.6)
-    theirs = engine.decoder.decode_encoded(encoded[rows], options, temperature=0.6)
+    ours = speculative.decode(SpeculativeEncoded(encoded)[rows], options, temperature=0.6)
+    theirs = engine.greedy.decode(encoded[rows], options, temperature=0.6)
     assert [result.tokens for result in ours] == [result.tokens for result in theirs]
 
 
@@ -157,14 +160,14 @@ def test_encoded_rows_select_like_a_tensor(encoded):
 def test_assistant_with_its_own_encoder(engine, random_model_dir, samples, encoded):
     """A random 2-layer model: another encoder (d_model 64), nearly every proposal wrong."""
     assistant = load_assistant(ResolvedModel(random_model_dir, "random"), engine.model, "cpu", torch.float32)
-    speculative = SpeculativeDecoder(engine.decoder, _draft_decoder(engine, assistant))
+    speculative = SpeculativeSearch(engine.runtime, _draft_decoder(engine, assistant))
     assert not speculative.shares_encoder
     both = speculative.encode(log_mel_batch(samples[-1:], engine.n_mels))
     assert both.assistant is not None and both.assistant.shape[-1] == 64
     options = DecodingOptions()
-    _assert_same(speculative.decode_encoded(both, options), _teacher_alone(engine, encoded[-1:], options))
+    _assert_same(speculative.decode(both, options), _teacher_alone(engine, encoded[-1:], options))
     with pytest.raises(TypeError):
-        speculative.decode_encoded(both.teacher, options)  # the assistant's states are missing
+        speculative.decode(both.teacher, options)  # the assistant's states are missing
 
 
 def test_assistant_must_share_the_vocabulary(engine, tmp_path, offline_model):
@@ -182,7 +185,7 @@ def test_assistant_must_share_the_vocabulary(engine, tmp_path, offline_model):
 def test_forward_of_several_tokens_after_cached_ones(engine, encoded):
     """Verification runs the decoder over several new tokens at a start > 0: it must equal
     feeding them one at a time."""
-    decoder: GreedyDecoder = engine.decoder
+    decoder: DecoderRuntime = engine.runtime
     tokens = torch.tensor([[decoder.special.start_of_transcript, 50364, 440, 1332, 318, 11, 290, 13]])
     with torch.inference_mode():
         cross = decoder.cross_attention_kv(encoded[:1])
@@ -197,24 +200,20 @@ def test_forward_of_several_tokens_after_cached_ones(engine, encoded):
 def test_engine_with_an_assistant(offline_model, one_layer_assistant, samples):
     """Once the engine takes ``assistant=``: what it transcribes (segments, words) is what its
     model alone transcribes."""
-    import inspect
-
     from dwcli.chunking import Window
     from dwcli.engine import Engine
 
-    if "assistant" not in inspect.signature(Engine).parameters:
-        pytest.skip("Engine has no assistant parameter yet")
-    engine = Engine(offline_model, device="cpu", dtype="float32", quantize="int8", assistant=one_layer_assistant)
-    assert isinstance(engine.decoder, SpeculativeDecoder) and engine.decoder.shares_encoder
+    engine = Engine.load(offline_model, "cpu", dtype="float32", quantize="int8", assistant=one_layer_assistant)
+    assert isinstance(engine.greedy, SpeculativeSearch) and engine.greedy.shares_encoder
     window = Window(0, 0.0, samples[-1])
     features = log_mel_batch([window.samples], engine.n_mels)
     options = DecodingOptions(word_timestamps=True)
     got = engine.transcribe(features, [window], options)[0]
-    speculative, engine.decoder = engine.decoder, engine.decoder.teacher
+    speculative, engine.greedy = engine.greedy, GreedySearch(engine.runtime)
     try:
         expected = engine.transcribe(features, [window], options)[0]
     finally:
-        engine.decoder = speculative
+        engine.greedy = speculative
     assert got.tokens == expected.tokens and got.tokens
     assert [(segment.start, segment.end, segment.text) for segment in got.segments] == \
         [(segment.start, segment.end, segment.text) for segment in expected.segments]

@@ -136,24 +136,51 @@ def test_rerun_after_kill_9_redoes_only_unfinished_files(speech, dw_env, tmp_pat
     assert again.stderr.decode().splitlines()[-1] == f"dw: 0 ok, {len(sources)} skipped, 0 failed"
 
 
-def test_sigint_exits_130(speech, dw_env, tmp_path):
+@pytest.mark.parametrize("sent, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_run_cleanly(speech, dw_env, tmp_path, sent, status):
+    """Ctrl-C, or the SIGTERM cron, systemd and kill send: the finished file is kept, the
+    decoding worker stops with dw, one line says so, and the exit status says which."""
+    import psutil
+
     videos = tmp_path / "videos"
     _batch(speech, videos, 1)
     # Two long files after the short one: once the short one is written, the run still has
-    # minutes of work, so the interrupt always lands mid-run, however loaded the machine.
+    # minutes of work, so the signal always lands mid-run, however loaded the machine.
     long_form = next(entry for entry in speech.values() if entry.get("segments_file"))
     for name in ("long1.flac", "long2.flac"):
         shutil.copy(long_form["path"], videos / name)
-    process = subprocess.Popen(["dw", "transcribe", str(videos), "--batch-size", "1", "--workers", "0",
-                                "--long-form", "sequential", *MODEL],
+    process = subprocess.Popen(["dw", "transcribe", str(videos), "--batch-size", "1", "--workers", "1", *MODEL],
                                env=dw_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: any(videos.glob("*.txt")), process)
-    process.send_signal(signal.SIGINT)
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert children  # the decoding worker
+    process.send_signal(sent)
     stdout, stderr = process.communicate(timeout=WAIT_S)
-    assert process.returncode == 130, stderr.decode()
+    assert process.returncode == status, stderr.decode()
     assert stdout == b""
-    assert stderr.decode().splitlines()[-1] == "dw: interrupted"
+    assert stderr.decode().splitlines()[-1] == f"dw: interrupted ({sent.name}); finished files are kept"
     assert "Traceback" not in stderr.decode()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    assert not list(videos.glob(".*.part"))
+
+
+def test_workers_die_with_a_killed_dw(speech, dw_env, tmp_path):
+    """kill -9 leaves no decoding worker behind (each asks the kernel to end it with its parent)."""
+    import psutil
+
+    videos = tmp_path / "videos"
+    _batch(speech, videos, 1)
+    long_form = next(entry for entry in speech.values() if entry.get("segments_file"))
+    shutil.copy(long_form["path"], videos / "long.flac")
+    process = subprocess.Popen(["dw", "transcribe", str(videos), "--batch-size", "1", "--workers", "1", *MODEL],
+                               env=dw_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: psutil.Process(process.pid).children(recursive=True), process)
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    process.wait(timeout=WAIT_S)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
 
 
 @pytest.mark.parametrize("args, status, error", [
@@ -165,12 +192,12 @@ def test_exit_statuses_of_the_executable(jfk, dw_env, args, status, error):
     assert (result.returncode, result.stderr.decode(), result.stdout) == (status, error, b"")
 
 
-def test_version_names_dw_torch_transformers_and_ffmpeg(dw_env):
+def test_version_names_dw_torch_onnxruntime_and_ffmpeg(dw_env):
     result = dw("--version", env=dw_env)
     assert result.returncode == 0
     lines = result.stdout.decode().splitlines()
     assert lines[0] == f"dw {__version__}"
-    assert [line.split()[0] for line in lines] == ["dw", "torch", "transformers", "FFmpeg"]
+    assert [line.split()[0] for line in lines] == ["dw", "torch", "onnxruntime", "FFmpeg"]
     assert all(len(line.split()) >= 2 for line in lines)
 
 

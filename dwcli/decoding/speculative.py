@@ -37,13 +37,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .decoding import (
-    DecodedWindow,
-    DecodingOptions,
-    GreedyDecoder,
-    SpecialTokens,
-)
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
+from .greedy import GreedySearch
+from .options import DecodedWindow, DecodingOptions, SpecialTokens, WindowContext
+from .runtime import DecoderRuntime
 
 INITIAL_DRAFT_TOKENS = 5  # tokens the assistant proposes per round at first
 MAX_DRAFT_TOKENS = 7  # ... and at most (+2 while all are accepted, -1 otherwise); the teacher
@@ -116,19 +113,17 @@ def shares_encoder(teacher_model, assistant_model) -> bool:
     )
 
 
-def load_assistant(resolved, teacher_model, device: str, dtype, attention: str = "sdpa"):
+def load_assistant(resolved, teacher_model, device: str, dtype):
     """Load the assistant checkpoint (a ``ResolvedModel``) on the teacher's device, in
     ``dtype`` (a torch dtype).  When its encoder equals the teacher's, the assistant is
     given the teacher's encoder module (call this before quantizing the teacher), so the
     audio is encoded once.  Raises ModelLoadError when the two do not share a vocabulary."""
-    from transformers import WhisperForConditionalGeneration
+    from .. import network
 
     try:
-        model = WhisperForConditionalGeneration.from_pretrained(resolved.path, dtype=dtype,
-                                                                attn_implementation=attention)
-    except Exception as error:  # transformers raises many types; all mean "cannot load"
+        model = network.load(resolved.path, dtype, device)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ModelLoadError(f"cannot load assistant model {resolved.model_id}: {error}") from None
-    model = model.to(device).eval()
     same_vocabulary = model.config.vocab_size == teacher_model.config.vocab_size
     if same_vocabulary:
         try:
@@ -145,8 +140,8 @@ def load_assistant(resolved, teacher_model, device: str, dtype, attention: str =
     return model
 
 
-class DraftDecoder(GreedyDecoder):
-    """The assistant's ``GreedyDecoder``.  With ``int8`` (CPU), its decoder's Linear layers and
+class DraftRuntime(DecoderRuntime):
+    """The assistant's ``DecoderRuntime``.  With ``int8`` (CPU), its decoder's Linear layers and
     its output projection run in int8: the projection (vocabulary x d_model) dominates a
     small decoder's step, and int8 reads a quarter of float32's bytes.  Drafts only need to
     be likely, not exact: the teacher checks each one, so this never changes the output."""
@@ -207,16 +202,16 @@ def _token_by_token(linears):
             del linear.forward
 
 
-class SpeculativeDecoder:
-    """Greedy decoding of a teacher ``GreedyDecoder`` sped up by an assistant's drafts.
+class SpeculativeSearch:
+    """Greedy decoding of a teacher ``DecoderRuntime`` sped up by an assistant's drafts.
 
-    Same interface as ``GreedyDecoder`` for the engine: ``encode``, ``decode_encoded`` and
-    ``decode``; ``teacher`` is the teacher's own decoder (for word alignment).  The
+    The engine's greedy strategy when there is an assistant: ``encode`` and ``decode`` as
+    ``GreedySearch``; ``teacher`` is the teacher's own runtime (for word alignment).  The
     assistant's decoding rules are the teacher's (its suppressed tokens included), so every
     proposal is a token the teacher could legally emit.
     """
 
-    def __init__(self, teacher: GreedyDecoder, assistant: GreedyDecoder, draft_tokens: int = INITIAL_DRAFT_TOKENS,
+    def __init__(self, teacher: DecoderRuntime, assistant: DecoderRuntime, draft_tokens: int = INITIAL_DRAFT_TOKENS,
                  max_draft_tokens: int = MAX_DRAFT_TOKENS, adaptive: bool = True):
         if teacher.vocab_size != assistant.vocab_size:
             raise ModelLoadError(
@@ -259,46 +254,37 @@ class SpeculativeDecoder:
                 assistant_states = encoded.teacher
             return encoded.teacher, assistant_states
         if not self.shares_encoder:
-            raise TypeError("the assistant has its own encoder: pass what SpeculativeDecoder.encode returned")
+            raise TypeError("the assistant has its own encoder: pass what SpeculativeSearch.encode returned")
         return encoded, encoded
 
     # -- decoding ------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, features: torch.Tensor, options: DecodingOptions, temperature: float = 0.0) -> list[DecodedWindow]:
-        return self.decode_encoded(self.encode(features), options, temperature)
-
-    @torch.inference_mode()
-    def decode_encoded(self, encoded, options: DecodingOptions, temperature: float = 0.0,
-                       speech_end_s: list[float] | None = None) -> list[DecodedWindow]:
-        """What ``GreedyDecoder.decode_encoded`` returns for the teacher, window by window."""
+    def decode(self, encoded, options: DecodingOptions, contexts: list[WindowContext] | None = None,
+               temperature: float = 0.0) -> list[DecodedWindow]:
+        """What ``GreedySearch.decode`` returns for the teacher, window by window."""
         teacher_states, assistant_states = self._split(encoded)
+        contexts = contexts or [WindowContext()] * len(teacher_states)
         if temperature > 0:
-            return self.teacher.decode_encoded(teacher_states, options, temperature, speech_end_s=speech_end_s)
+            return GreedySearch(self.teacher).decode(teacher_states, options, contexts, temperature)
         return [
-            self._decode_window(teacher_states[row : row + 1], assistant_states[row : row + 1], options,
-                                None if speech_end_s is None else speech_end_s[row])
+            self._decode_window(teacher_states[row : row + 1], assistant_states[row : row + 1], options, contexts[row])
             for row in range(len(teacher_states))
         ]
 
-    def _decode_window(self, teacher_states, assistant_states, options, speech_end_s) -> DecodedWindow:
+    def _decode_window(self, teacher_states, assistant_states, options, context: WindowContext) -> DecodedWindow:
         teacher, assistant, special = self.teacher, self.assistant, self.special
         device = teacher_states.device
         end_of_text, timestamp_begin = special.end_of_text, special.timestamp_begin
-        speech_end = teacher.speech_end_tokens(None if speech_end_s is None else [speech_end_s], options, device)
-
-        teacher_cross = teacher.cross_attention_kv(teacher_states)
-        (language,) = teacher.window_languages(teacher_cross, options, 1, teacher_states)
-        prompt = teacher.prompt_tokens(language, options)
-        prompt_length = len(prompt)
-        max_new = min(options.max_new_tokens, teacher.max_positions - prompt_length)
+        start = teacher.begin(teacher_states, options, [context])
+        speech_end = start.speech_end
+        (language,) = start.languages
+        prompt = teacher.prompt_tokens(language, options, context.previous)
+        prompt_length = start.prompt_length
+        max_new = int(start.max_new[0])
         # The assistant drafts only where its own positions reach.
         draft_limit = min(max_new, assistant.max_positions - prompt_length)
-        prompt_tokens = torch.tensor([prompt], device=device)
-
-        teacher_kv = teacher.new_self_kv(1, prompt_length + max_new, teacher_states)
-        hidden = teacher.forward(prompt_tokens, 0, teacher_kv, teacher_cross)
-        no_speech_prob = float(teacher.logits(hidden[:, 0]).softmax(dim=-1)[0, special.no_speech])
-        teacher_logits = teacher.logits(hidden[:, -1])  # the teacher's logits for step 0
+        teacher_cross, teacher_kv = start.cross_kv, start.self_kv
+        teacher_logits = start.logits  # the teacher's logits for step 0
         teacher_length = prompt_length  # positions written in the teacher's cache
         teacher_pending: list[int] = []  # emitted tokens not yet in the teacher's cache
 
@@ -327,7 +313,7 @@ class SpeculativeDecoder:
                 assistant_logits = assistant.logits(hidden[:, -1])
                 draft_timestamp = last_timestamp
                 for index in range(k):
-                    masked = teacher.apply_rules(assistant_logits, generated, step + index, options,
+                    masked = teacher.rules.apply(assistant_logits, generated, step + index, options,
                                                   torch.tensor([draft_timestamp], device=device), speech_end)
                     token = int(masked.argmax(dim=-1))
                     drafts.append(token)
@@ -362,7 +348,7 @@ class SpeculativeDecoder:
             for index in range(len(candidates)):
                 if step + index >= max_new:
                     break
-                masked = teacher.apply_rules(candidates[index : index + 1], generated, step + index, options,
+                masked = teacher.rules.apply(candidates[index : index + 1], generated, step + index, options,
                                               torch.tensor([last_timestamp], device=device), speech_end)
                 token = int(masked.argmax(dim=-1))
                 sum_logprob += F.log_softmax(masked, dim=-1)[:, token]
@@ -399,12 +385,4 @@ class SpeculativeDecoder:
 
         if finished:
             tokens.pop()  # the end of text
-        count = len(tokens)
-        return DecodedWindow(
-            tokens=tokens,
-            avg_logprob=float(sum_logprob[0]) / max(count + 1, 1),
-            no_speech_prob=no_speech_prob,
-            language=language,
-            truncated=not finished,
-            prompt_length=prompt_length,
-        )
+        return teacher.finish(start, [tokens], [float(sum_logprob[0])], [finished])[0]

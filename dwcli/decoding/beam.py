@@ -8,11 +8,11 @@ little accuracy on hard audio for N times the decoder work.
 It follows openai-whisper's search: each step pools the beams' candidates, a candidate that
 ends the text becomes a finished transcript and the best others carry on, until a window has
 N finished transcripts; the one with the best mean log-probability per token wins.  Whisper's
-timestamp rules and dw's speech-end rule are the greedy decoder's, applied to every beam.
+timestamp rules and dw's speech-end rule are the runtime's, applied to every beam.
 
 Why it stays cheap: a window's beams share its encoder output, so cross-attention keys and
 values are kept once per window and the beams of a window are attended as a group of queries
-(``GreedyDecoder.forward(beams=N)``), not copied N times (for tiny at batch 16, 5 beams would
+(``DecoderRuntime.forward(beams=N)``), not copied N times (for tiny at batch 16, 5 beams would
 copy 1.5 GB).  Only the small self-attention cache is reordered as beams are chosen.
 """
 
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .decoding import DecodedWindow, DecodingOptions, GreedyDecoder
+from .options import DecodedWindow, DecodingOptions, WindowContext
+from .runtime import DecoderRuntime
 
 
 @dataclass(frozen=True)
@@ -40,32 +41,24 @@ class _Candidate:
         return self.sum_logprob / max(len(self.tokens), 1)
 
 
-class BeamSearchDecoder:
-    """Beam search driving a ``GreedyDecoder``'s forward pass and decoding rules."""
+class BeamSearch:
+    """Beam search on a ``DecoderRuntime`` (its forward pass and Whisper's rules)."""
 
-    def __init__(self, decoder: GreedyDecoder):
-        self.decoder = decoder
+    def __init__(self, runtime: DecoderRuntime):
+        self.runtime = runtime
 
     @torch.inference_mode()
-    def decode_encoded(self, encoder_states: torch.Tensor, options: DecodingOptions,
-                       speech_end_s: list[float] | None = None) -> list[DecodedWindow]:
+    def decode(self, encoder_states: torch.Tensor, options: DecodingOptions,
+               contexts: list[WindowContext] | None = None) -> list[DecodedWindow]:
         """The best of ``options.beam_size`` beams for each encoded window."""
-        decoder, special, beams = self.decoder, self.decoder.special, options.beam_size
+        runtime, special, beams = self.runtime, self.runtime.special, options.beam_size
         device = encoder_states.device
         windows = encoder_states.shape[0]
-        cross_kv = decoder.cross_attention_kv(encoder_states)
-        languages = decoder.window_languages(cross_kv, options, windows, encoder_states)
-        prompts = [decoder.prompt_tokens(language, options) for language in languages]
-        prompt_length = len(prompts[0])
-        max_new = min(options.max_new_tokens, decoder.max_positions - prompt_length)
-        speech_end = decoder.speech_end_tokens(speech_end_s, options, device)
-
-        # Every beam of a window starts from the window's prompt.
-        tokens = torch.tensor(prompts, device=device).repeat_interleave(beams, dim=0)
-        self_kv = decoder.new_self_kv(windows * beams, prompt_length + max_new, encoder_states)
-        hidden = decoder.forward(tokens, 0, self_kv, cross_kv, beams=beams)
-        no_speech_probs = decoder.logits(hidden[::beams, 0]).softmax(dim=-1)[:, special.no_speech].tolist()
-        logits = decoder.logits(hidden[:, -1])
+        start = runtime.begin(encoder_states, options, contexts, beams=beams)
+        self_kv, cross_kv, offsets, speech_end = start.self_kv, start.cross_kv, start.offsets, start.speech_end
+        limits = start.max_new  # per row
+        logits = start.logits
+        max_new = int(limits.max())
 
         rows = windows * beams
         generated = torch.full((rows, max_new), special.end_of_text, dtype=torch.long, device=device)
@@ -74,12 +67,10 @@ class BeamSearchDecoder:
         # would fill the beams with N copies of the same token.
         scores = torch.full((windows, beams), -float("inf"), device=device)
         scores[:, 0] = 0.0
-        if speech_end is not None:
-            speech_end = speech_end.repeat_interleave(beams)
         live = list(range(windows))  # original index of each window still searching
         finished: list[list[_Candidate]] = [[] for _ in range(windows)]
         for step in range(max_new):
-            logits = decoder.apply_rules(logits, generated[:, :step], step, options, last_timestamp, speech_end)
+            logits = runtime.rules.apply(logits, generated[:, :step], step, options, last_timestamp, speech_end)
             logprobs = F.log_softmax(logits, dim=-1)
             vocab = logprobs.shape[-1]
             pooled = (scores.view(-1, 1) + logprobs).view(len(live), beams * vocab)
@@ -93,10 +84,21 @@ class BeamSearchDecoder:
             generated[:, step] = chosen
             last_timestamp = torch.where(chosen >= special.timestamp_begin, chosen, last_timestamp[source_rows])
             scores = torch.tensor(next_scores, device=device).view(len(live), beams)
+            # A window whose positions are used up ends with its beams unfinished.
+            out_of_room = [index for slot, index in enumerate(live)
+                           if index not in done and int(limits[slot * beams]) <= step + 1]
+            if out_of_room:
+                rows_left = generated.tolist()
+                for index in out_of_room:
+                    slot = live.index(index)
+                    for beam in range(beams):
+                        finished[index].append(_Candidate(
+                            tuple(rows_left[slot * beams + beam][: step + 1]), float(scores[slot, beam]), finished=False))
+                done = done | set(out_of_room)
             if step + 1 == max_new:
                 break
             # The chosen beams' own histories: the self-attention cache follows its rows.
-            position = prompt_length + step
+            position = start.prompt_length + step
             for cache in self_kv:
                 cache[:, :, :, :position] = cache[:, source_rows, :, :position]
             if done:
@@ -107,34 +109,18 @@ class BeamSearchDecoder:
                     break
                 generated, last_timestamp, chosen = generated[keep_rows], last_timestamp[keep_rows], chosen[keep_rows]
                 scores = scores[keep_windows]
+                limits = limits[keep_rows]
                 self_kv = (self_kv[0][:, keep_rows], self_kv[1][:, keep_rows])
                 cross_kv = [(keys[keep_windows], values[keep_windows]) for keys, values in cross_kv]
-                if speech_end is not None:
-                    speech_end = speech_end[keep_rows]
-            hidden = decoder.forward(chosen[:, None], position, self_kv, cross_kv, beams=beams)
-            logits = decoder.logits(hidden[:, -1])
-        # Windows that reached the token limit: their unfinished beams are candidates too.
-        if live:
-            rows_left = generated.tolist()
-            for slot, index in enumerate(live):
-                if index in done:
-                    continue
-                for beam in range(beams):
-                    finished[index].append(_Candidate(
-                        tuple(rows_left[slot * beams + beam]), float(scores[slot, beam]), finished=False))
+                offsets = None if offsets is None else offsets[keep_rows]
+                speech_end = None if speech_end is None else speech_end[keep_rows]
+            hidden = runtime.forward(chosen[:, None], position, self_kv, cross_kv, beams=beams, offsets=offsets)
+            logits = runtime.logits(hidden[:, -1])
 
-        results = []
-        for index in range(windows):
-            best = max(finished[index], key=lambda candidate: candidate.score)
-            results.append(DecodedWindow(
-                tokens=list(best.tokens),
-                avg_logprob=best.sum_logprob / (len(best.tokens) + 1),
-                no_speech_prob=float(no_speech_probs[index]),
-                language=languages[index],
-                truncated=not best.finished,
-                prompt_length=prompt_length,
-            ))
-        return results
+        best = [max(candidates, key=lambda candidate: candidate.score) for candidates in finished]
+        return runtime.finish(start, [candidate.tokens for candidate in best],
+                              [candidate.sum_logprob for candidate in best],
+                              [candidate.finished for candidate in best])
 
     def _choose(self, top_scores, top_index, vocab, live, generated, step, finished, beams):
         """Pick each live window's next beams from its best candidates.
@@ -142,7 +128,7 @@ class BeamSearchDecoder:
         Returns the source row and token of every next beam, their scores, and the windows
         that now have ``beams`` finished transcripts (their search is over).
         """
-        end_of_text = self.decoder.special.end_of_text
+        end_of_text = self.runtime.special.end_of_text
         sources, tokens, scores, done = [], [], [], set()
         history = None
         for slot, index in enumerate(live):

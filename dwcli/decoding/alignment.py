@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .segments import Segment, Word
+from ..segments import Segment, Word
+from .options import DecodingOptions
 
 SECONDS_PER_FRAME = 0.02  # one encoder position = 2 mel frames = 20 ms
 MEDIAN_FILTER_WIDTH = 7  # encoder positions: smooths single-frame attention spikes
@@ -106,13 +107,13 @@ def _split_words(tokens: list[int], decode) -> list[tuple[str, list[int]]]:
 
 
 class WordAligner:
-    """Adds ``words`` to segments, using a ``GreedyDecoder``'s model and alignment heads."""
+    """Adds ``words`` to segments, using a ``DecoderRuntime``'s model and alignment heads."""
 
-    def __init__(self, decoder, alignment_heads, decode_text):
-        self.decoder = decoder
+    def __init__(self, runtime, alignment_heads, decode_text):
+        self.runtime = runtime
         self.decode_text = decode_text
-        layers = len(decoder.decoder.layers)
-        heads = decoder.heads
+        layers = len(runtime.decoder.layers)
+        heads = runtime.heads
         if not alignment_heads:
             # No list in the checkpoint: openai-whisper's fallback, every head of the upper half.
             alignment_heads = [[layer, head] for layer in range(layers // 2, layers) for head in range(heads)]
@@ -124,15 +125,14 @@ class WordAligner:
 
         ``encoder_states`` is (batch, 1500, d_model), one row per request.
         """
-        from .decoding import DecodingOptions
-
-        special = self.decoder.special
+        runtime = self.runtime
+        special = runtime.special
         rows = [[token for segment in request.segments for token in segment.tokens] for request in requests]
         if not any(rows):
             return
         # The prompt ends in <|notimestamps|>: alignment reads text tokens only, as openai-whisper does.
         prompts = [
-            self.decoder.prompt_tokens(request.language, DecodingOptions(timestamps=False, task=request.task))
+            runtime.prompt_tokens(request.language, DecodingOptions(timestamps=False, task=request.task))
             for request in requests
         ]
         prompt_length = len(prompts[0])
@@ -141,11 +141,11 @@ class WordAligner:
         for row, (prompt, text) in enumerate(zip(prompts, rows)):
             sequence = prompt + text + [special.end_of_text]
             batch[row, : len(sequence)] = torch.tensor(sequence)
-        cross_kv = self.decoder.cross_attention_kv(encoder_states)
-        self_kv = self.decoder.new_self_kv(len(rows), length, encoder_states)
+        cross_kv = runtime.cross_attention_kv(encoder_states)
+        self_kv = runtime.new_self_kv(len(rows), length, encoder_states)
         layers = {layer for layer, _ in self.heads}
-        hidden, weights = self.decoder.forward(batch, 0, self_kv, cross_kv, cross_weights_of=layers)
-        probabilities = self.decoder.logits(hidden).softmax(dim=-1)
+        hidden, weights = runtime.forward(batch, 0, self_kv, cross_kv, cross_weights_of=layers)
+        probabilities = runtime.logits(hidden).softmax(dim=-1)
         stacked = torch.stack([weights[layer][:, head] for layer, head in self.heads], dim=1).float()
         for row, (request, text) in enumerate(zip(requests, rows)):
             if text:

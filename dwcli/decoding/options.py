@@ -1,0 +1,96 @@
+"""What decoding takes and gives: options, a window's context, the decoded window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the decoder's 448 positions
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Token ids of Whisper's control tokens for one checkpoint."""
+
+    end_of_text: int
+    start_of_transcript: int
+    no_timestamps: int
+    no_speech: int
+    transcribe: int | None
+    translate: int | None
+    languages: dict[str, int]  # language code -> token id; empty for English-only models
+    start_of_previous: int  # <|startofprev|>: previous text follows, as context
+
+    @property
+    def timestamp_begin(self) -> int:
+        return self.no_timestamps + 1  # <|0.00|>
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.languages)
+
+    @classmethod
+    def from_generation_config(cls, generation_config) -> SpecialTokens:
+        no_timestamps = generation_config.no_timestamps_token_id
+        lang_to_id = getattr(generation_config, "lang_to_id", None) or {}
+        task_to_id = getattr(generation_config, "task_to_id", None) or {}
+        multilingual = bool(getattr(generation_config, "is_multilingual", False) and lang_to_id)
+        return cls(
+            end_of_text=generation_config.eos_token_id,
+            start_of_transcript=generation_config.decoder_start_token_id,
+            no_timestamps=no_timestamps,
+            no_speech=no_timestamps - 1,
+            transcribe=task_to_id.get("transcribe"),
+            translate=task_to_id.get("translate"),
+            languages={token.strip("<|>"): token_id for token, token_id in lang_to_id.items()} if multilingual else {},
+            # Whisper's vocabularies put <|startofprev|> two before <|notimestamps|>.
+            start_of_previous=getattr(generation_config, "prev_sot_token_id", None) or no_timestamps - 2,
+        )
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to decode a batch of windows."""
+
+    timestamps: bool = True  # emit timestamp tokens (segments); False: one text per window
+    language: str | None = None  # language code, or None to detect per window
+    task: str = "transcribe"  # or "translate" (multilingual models only)
+    max_new_tokens: int = MAX_NEW_TOKENS
+    word_timestamps: bool = False  # align words with cross-attention + DTW after decoding
+    beam_size: int = 1  # 1: greedy; more: beam search at temperature 0 (beam.py)
+    # Temperature fallback (openai-whisper's): a window whose text compresses too well (a
+    # loop) or whose tokens are too unlikely is decoded again, sampling at the next
+    # temperature; a window that looks like silence is left alone.
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    # Text the model reads before each window as if said just before it: names and jargon
+    # (openai-whisper's initial_prompt).  Sequential long form also conditions each window
+    # on the file's text so far, when condition_on_previous_text.
+    initial_prompt: str | None = None
+    condition_on_previous_text: bool = False
+
+
+@dataclass(frozen=True)
+class WindowContext:
+    """What a window's decoding starts from besides its audio."""
+
+    # Tokens read before <|startoftranscript|> (after <|startofprev|>): the initial prompt,
+    # the text before the window (sequential long form), or nothing.
+    previous: tuple[int, ...] = ()
+    # Where the window's detected speech ends, when the window ends in a pause: the end of
+    # text is barred before it.  None: no such rule.
+    speech_end_s: float | None = None
+
+
+@dataclass
+class DecodedWindow:
+    """What the decoder produced for one window."""
+
+    tokens: list[int]  # generated tokens, without the prompt and the end-of-text token
+    avg_logprob: float  # mean log-probability of the generated tokens
+    no_speech_prob: float  # probability of <|nospeech|> at the start of transcript
+    language: str | None
+    truncated: bool = False  # stopped at the token limit (a runaway repetition, usually)
+    prompt_length: int = field(default=1, repr=False)  # the prompt's tokens (context included)
+    temperature: float = 0.0  # what it was decoded at (the fallback samples at > 0)
