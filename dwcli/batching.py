@@ -119,12 +119,12 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
                  vad: VadOptions = VadOptions()) -> Iterator[WindowItem | FileEnd | FileFailed]:
     """The files' items, decoded in ``workers`` background processes (0: in this one): all
     of them, or with ``claims`` those this process's workers take from that shared counter.
+    The workers start at once, so they decode while the caller loads the model.
 
     Standard input can only be read once, by one process, so it is decoded here.
     """
     if workers <= 0 or any(media.is_stdin for media in files) or len(files) == 0:
-        yield from WindowStream(files, n_mels, claims, vad)
-        return
+        return iter(WindowStream(files, n_mels, claims, vad))
     import torch
 
     workers = min(workers, len(files))
@@ -137,7 +137,7 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
         persistent_workers=False,
         worker_init_fn=die_with_parent,
     )
-    yield from loader
+    return iter(loader)
 
 
 def stack_features(items: list[WindowItem]):

@@ -106,7 +106,7 @@ def _replica(replica: Replica, threads: int, files, claims: FileCounter, events)
         options = replica.options
         # The replica's decoding workers take files from the counter all replicas share.
         items = stream_items(files, engine.n_mels, options.workers, claims=claims, vad=options.vad)
-        summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items)
+        summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items, announce=False)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever
         events.put(("crashed", f"{replica.device}: {type(error).__name__}: {error}"))

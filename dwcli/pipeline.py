@@ -266,18 +266,20 @@ def report_settled(settled, reporter: Reporter, summary: RunSummary) -> None:
 
 
 def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions, reporter: Reporter,
-                     stdout=None, settled: list[FileOutcome] = (), items=None, collect=None) -> RunSummary:
+                     stdout=None, settled: list[FileOutcome] = (), items=None, collect=None,
+                     announce: bool = True) -> RunSummary:
     """Transcribe ``files`` with ``engine``, writing each file's outputs when it is done.
 
     ``settled`` are outcomes decided before the run (inputs skipped as already done, named
     paths that do not exist): only reported and counted.  With no ``files``, ``engine`` may
-    be None.  ``items`` replaces the decoded stream of all ``files`` (a replica of
-    ``--devices`` feeds only the files it claims).  ``collect``, a function of a
-    ``MediaFile`` and its ``Transcript``, receives each transcript instead of the writers.
+    be None.  ``items``, when given, is the decoded stream of ``files`` (started before the
+    model loaded; a replica of ``--devices`` passes only the files it claims).  ``collect``,
+    a function of a ``MediaFile`` and its ``Transcript``, receives each transcript instead of
+    the writers.  ``announce`` False leaves ``reporter.start`` to the caller (``--devices``).
     """
     started = time.monotonic()
     run = _Run(files, engine, options, reporter, stdout or sys.stdout, collect)
-    if items is None:
+    if announce:
         reporter.start([*(outcome.media for outcome in settled), *files])
     report_settled(settled, reporter, run.summary)
     if files and options.long_form == "sequential":

@@ -190,17 +190,34 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
     return plan
 
 
+def _mel_bins(resolved: ResolvedModel) -> int:
+    """The model's log-mel bins, from its config (the weights not loaded yet)."""
+    from .errors import ModelLoadError
+    from .network import WhisperConfig
+
+    try:
+        return WhisperConfig.from_file(resolved.path / "config.json").num_mel_bins
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
+
+
 def execute(plan: RunPlan, reporter, stdout=None) -> RunSummary:
     """Run the plan: in this process on its one device, else one replica per device."""
     from .pipeline import transcribe_files
 
     if not plan.files or len(plan.replicas) <= 1:
-        engine = None
+        engine = items = None
         if plan.files:
+            from .batching import stream_items
             from .engine import Engine
 
+            if plan.options.long_form == "chunked":
+                # Decoding starts first: the workers read the media while the model loads.
+                n_mels = _mel_bins(plan.model)
+                items = stream_items(plan.files, n_mels, plan.options.workers, vad=plan.options.vad)
             engine = Engine(plan.model, plan.replicas[0], plan.assistant)
-        return transcribe_files(plan.files, engine, plan.options, reporter, stdout=stdout, settled=plan.settled)
+        return transcribe_files(plan.files, engine, plan.options, reporter, stdout=stdout, settled=plan.settled,
+                                items=items)
     from .parallel import Replica, transcribe_on_devices
     from .resume import Recipe, Resume
 
