@@ -83,8 +83,11 @@ def _joined(data_dir: Path, cache: Path) -> list[Item]:
     from dwcli.audio import SAMPLE_RATE, load_audio
 
     groups: dict[str, list[dict]] = {}
-    for row in _manifest(data_dir):
-        if row.get("set") != "short":
+    rows = _manifest(data_dir)
+    # Speakers whose clips already make up a long-form file are not joined again.
+    in_longform = {row.get("speaker") for row in rows if row.get("set") == "longform"}
+    for row in rows:
+        if row.get("set") != "short" or row.get("speaker") in in_longform:
             continue
         if row.get("split") == "test-other":
             groups.setdefault(f"librispeech-test-other-{row['speaker']}", []).append(row)

@@ -195,7 +195,8 @@ def run_system(spec: SystemSpec, items: list[Item], args, workdir: Path) -> Resu
     result.score = total
     if args.save_texts:
         Path(args.save_texts).mkdir(parents=True, exist_ok=True)
-        (Path(args.save_texts) / f"{spec.name.replace(':', '_')}.json").write_text(json.dumps(result.texts, indent=1))
+        name = f"{items[0].set}-{spec.name.replace(':', '_')}.json"
+        (Path(args.save_texts) / name).write_text(json.dumps(result.texts, indent=1))
     print(f"bench: {spec.name}: whole {wall:.1f} s ({result.x_whole:.1f}x), run {result.run_s:.1f} s "
           f"({result.x_run:.1f}x), peak RSS {peak_rss:.0f} MB, WER {total.wer:.2f}%", file=sys.stderr, flush=True)
     return result

@@ -617,6 +617,215 @@ def models_offline_path() -> None:
         raise _fail(error) from None
 
 
+# -- dw distill ----------------------------------------------------------------------------
+distill_app = typer.Typer(
+    help="Distil-Whisper's recipe: a student with the teacher's encoder and fewer decoder layers, trained on "
+         "the teacher's WER-filtered pseudo-labels with cross-entropy and KL. Without a subcommand, runs "
+         "init, label and train into --out.",
+    invoke_without_command=True, no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(distill_app, name="distill")
+
+TeacherOption = Annotated[Optional[str], typer.Option(
+    "--teacher", envvar="DW_TEACHER", rich_help_panel=MODEL,
+    help="The teacher: any model --model takes (offline:tiny.en on this machine).")]
+OutOption = Annotated[Optional[Path], typer.Option("--out", rich_help_panel=INPUTS, help="Folder to write to.")]
+TrainDataOption = Annotated[Optional[Path], typer.Option(
+    "--train", rich_help_panel=INPUTS, help="Training recordings: a JSONL manifest or a folder, as dw eval reads.")]
+EvalDataOption = Annotated[Optional[Path], typer.Option(
+    "--eval", rich_help_panel=INPUTS, help="Held-out recordings to measure the student on every --eval-steps.")]
+LayersOption = Annotated[int, typer.Option(rich_help_panel=MODEL, help="The student's decoder layers.")]
+AugmentOption = Annotated[str, typer.Option(
+    "--augment", rich_help_panel=INPUTS,
+    help="Versions of each recording to label, comma-separated: clean, speed<factor>, noise<SNR dB>, "
+         "reverb<RT60 s>.")]
+ThresholdOption = Annotated[float, typer.Option(
+    rich_help_panel=INPUTS, help="Drop a recording's labels when the teacher's WER against its reference is above "
+                                 "this (percent; Distil-Whisper's 10 for English).")]
+
+
+def _train_options(steps, batch_size, learning_rate, warmup_steps, ce_weight, kl_weight, temperature,
+                   timestamp_probability, condition_probability, eval_steps, checkpoint_steps, seed):
+    from .distill import TrainOptions
+
+    options = TrainOptions(steps=steps, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
+                           ce_weight=ce_weight, kl_weight=kl_weight, temperature=temperature,
+                           timestamp_probability=timestamp_probability, condition_probability=condition_probability,
+                           eval_steps=eval_steps, checkpoint_steps=checkpoint_steps, seed=seed)
+    options.check()
+    return options
+
+
+def _required(name: str, value):
+    if value is None:
+        raise UsageError(f"{name}: required")
+    return value
+
+
+def _teacher(teacher: str | None, device_name: str):
+    from .distill.student import check_teacher
+    from .models import resolve_model
+
+    resolved = resolve_model(_required("--teacher", teacher), device_name)
+    check_teacher(resolved.path)
+    return resolved
+
+
+def _references(option: str, data: Path | None):
+    from .evaluate import load_references
+
+    try:
+        return load_references(_required(option, data))
+    except UsageError as error:
+        raise UsageError(f"{option} {error}") from None
+
+
+_TRAINING = "Training"
+
+
+@distill_app.callback()
+def distill(
+    ctx: typer.Context,
+    teacher: TeacherOption = None,
+    train_data: TrainDataOption = None,
+    out: OutOption = None,
+    eval_data: EvalDataOption = None,
+    decoder_layers: LayersOption = 2,
+    augment: AugmentOption = "clean,speed0.9,speed1.1,noise15,reverb0.4",
+    wer_threshold: ThresholdOption = 10.0,
+    steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Windows per step.")] = 8,
+    learning_rate: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="AdamW's peak learning rate.")] = 1e-4,
+    warmup_steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Linear warm-up steps.")] = 30,
+    ce_weight: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="Weight of cross-entropy on the pseudo-labels.")] = 0.8,
+    kl_weight: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="Weight of the KL divergence to the teacher.")] = 1.0,
+    temperature: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="Temperature of the KL term.")] = 2.0,
+    timestamp_probability: Annotated[float, typer.Option(rich_help_panel=_TRAINING,
+                                                         help="Share of examples trained with timestamps.")] = 0.2,
+    condition_probability: Annotated[float, typer.Option(rich_help_panel=_TRAINING,
+                                                         help="Share of examples conditioned on previous text.")] = 0.2,
+    eval_steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Measure on --eval every this many steps.")] = 100,
+    checkpoint_steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Save the training state every this many steps.")] = 50,
+    seed: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Seed of the data order and draws.")] = 0,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+) -> None:
+    """Make a Distil-Whisper student of a teacher, or run one stage (init, label, train).
+
+    Example: dw distill --teacher offline:tiny.en --train train.jsonl --eval dev.jsonl --out tiny-2l
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body(_stdout):
+        from .distill import TrainReporter, run_recipe
+        from .engine import pick_device
+
+        options = _train_options(steps, batch_size, learning_rate, warmup_steps, ce_weight, kl_weight, temperature,
+                                 timestamp_probability, condition_probability, eval_steps, checkpoint_steps, seed)
+        device_name = pick_device(device)
+        resolved = _teacher(teacher, device_name)
+        from .distill.student import layer_mapping
+        from .network import WhisperConfig
+
+        layer_mapping(WhisperConfig.from_file(resolved.path / "config.json").decoder_layers, decoder_layers)
+        references = _references("--train", train_data)
+        evaluation = _references("--eval", eval_data) if eval_data is not None else None
+        report, result = run_recipe(resolved, references, _required("--out", out), evaluation, decoder_layers,
+                                    tuple(part.strip() for part in augment.split(",") if part.strip()), wer_threshold,
+                                    options, device_name, TrainReporter(quiet=quiet))
+        if not quiet:
+            best = f"; best eval WER {result.best_wer:.2f}% at step {result.best_step}" if result.best_wer is not None else ""
+            print(f"dw: distilled {out}: {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}"
+                  f"{best}", file=sys.stderr)
+        return ExitStatus.OK
+
+    _run(body, quiet, False)
+
+
+@distill_app.command("init")
+def distill_init(teacher: TeacherOption = None, out: OutOption = None, decoder_layers: LayersOption = 2) -> None:
+    """The student: the teacher's encoder and N of its decoder layers, maximally spaced.
+
+    Example: dw distill init --teacher offline:tiny.en --out student-2l --decoder-layers 2
+    """
+    def body(_stdout):
+        from .distill.student import init_student
+
+        init_student(_teacher(teacher, "cpu").path, _required("--out", out), decoder_layers)
+        return ExitStatus.OK
+
+    _run(body, False, False)
+
+
+@distill_app.command("label")
+def distill_label(teacher: TeacherOption = None, train_data: TrainDataOption = None, out: OutOption = None,
+                  augment: AugmentOption = "clean,speed0.9,speed1.1,noise15,reverb0.4",
+                  wer_threshold: ThresholdOption = 10.0, device: DeviceOption = "auto", quiet: QuietOption = False) -> None:
+    """The teacher's pseudo-labels for the training data, WER-filtered (resumable).
+
+    Example: dw distill label --teacher offline:tiny.en --train train.jsonl --out labels
+    """
+    def body(_stdout):
+        from .distill.label import label
+        from .engine import Engine, pick_device
+
+        device_name = pick_device(device)
+        resolved = _teacher(teacher, device_name)
+        report = label(_references("--train", train_data), Engine.load(resolved, device_name), _required("--out", out),
+                       tuple(part.strip() for part in augment.split(",") if part.strip()), wer_threshold)
+        if not quiet:
+            print(f"dw: labels in {out}: {report.kept_windows} of {report.windows} windows kept; "
+                  f"{report.dropped_recordings} of {report.recordings} recordings above {wer_threshold:g}% WER dropped",
+                  file=sys.stderr)
+        return ExitStatus.OK
+
+    _run(body, quiet, False)
+
+
+@distill_app.command("train")
+def distill_train(
+    teacher: TeacherOption = None,
+    student: Annotated[Optional[Path], typer.Option(rich_help_panel=MODEL, help="The student dw distill init made.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(rich_help_panel=INPUTS, help="The labels dw distill label made.")] = None,
+    out: OutOption = None,
+    eval_data: EvalDataOption = None,
+    steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Windows per step.")] = 8,
+    learning_rate: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="AdamW's peak learning rate.")] = 1e-4,
+    warmup_steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Linear warm-up steps.")] = 30,
+    ce_weight: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="Weight of cross-entropy on the pseudo-labels.")] = 0.8,
+    kl_weight: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="Weight of the KL divergence to the teacher.")] = 1.0,
+    temperature: Annotated[float, typer.Option(rich_help_panel=_TRAINING, help="Temperature of the KL term.")] = 2.0,
+    timestamp_probability: Annotated[float, typer.Option(rich_help_panel=_TRAINING,
+                                                         help="Share of examples trained with timestamps.")] = 0.2,
+    condition_probability: Annotated[float, typer.Option(rich_help_panel=_TRAINING,
+                                                         help="Share of examples conditioned on previous text.")] = 0.2,
+    eval_steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Measure on --eval every this many steps.")] = 100,
+    checkpoint_steps: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Save the training state every this many steps.")] = 50,
+    seed: Annotated[int, typer.Option(rich_help_panel=_TRAINING, help="Seed of the data order and draws.")] = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Train the student on the labels (through accelerate: CPU, GPU, or accelerate launch).
+
+    Example: dw distill train --teacher offline:tiny.en --student student-2l --labels labels --out tiny-2l
+    """
+    def body(_stdout):
+        from .distill import TrainReporter, train
+
+        options = _train_options(steps, batch_size, learning_rate, warmup_steps, ce_weight, kl_weight, temperature,
+                                 timestamp_probability, condition_probability, eval_steps, checkpoint_steps, seed)
+        resolved = _teacher(teacher, "cpu")
+        evaluation = _references("--eval", eval_data) if eval_data is not None else None
+        result = train(resolved.path, _required("--student", student), _required("--labels", labels),
+                       _required("--out", out), options, evaluation, TrainReporter(quiet=quiet))
+        if not quiet:
+            print(f"dw: trained {out}: {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}",
+                  file=sys.stderr)
+        return ExitStatus.OK
+
+    _run(body, quiet, False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="dw")

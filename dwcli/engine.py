@@ -182,10 +182,11 @@ class Engine:
         return tuple(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids)
 
     def transcribe(self, features, windows: list[Window], options: DecodingOptions,
-                   previous: list[tuple[int, ...]] | None = None) -> list[WindowResult]:
+                   previous: list[tuple[int, ...]] | None = None, encoded=None) -> list[WindowResult]:
         """Decode a batch: ``features`` (batch, n_mels, 3000) of ``windows``; ``previous``
         per window the tokens it is conditioned on (sequential long form), else the initial
-        prompt's.
+        prompt's; ``encoded``, the batch's encoder states when the caller already has them
+        (``dw distill label`` keeps them).
 
         Silent windows are skipped; windows that fail the fallback checks are decoded again
         at the next temperature; words are aligned afterwards where they are asked for or
@@ -196,8 +197,10 @@ class Engine:
         results = [WindowResult([], None, None) for _ in windows]
         if not audible:
             return results
-        batch = features[audible] if len(audible) < len(windows) else features
-        encoded = self.encode(batch)
+        if encoded is None:
+            encoded = self.encode(features[audible] if len(audible) < len(windows) else features)
+        elif len(audible) < len(windows):
+            encoded = encoded[audible]
         initial = self.prompt_tokens(options.initial_prompt)
         contexts = [WindowContext(previous[row] if previous is not None else initial, windows[row].speech_end_s)
                     for row in audible]

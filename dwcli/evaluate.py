@@ -81,13 +81,19 @@ def normalize(text: str, language: str = "en") -> str:
 
 def repeated_ngrams(hypothesis: list[str], reference: list[str], n: int = _NGRAM) -> int:
     """Word n-grams the hypothesis repeats beyond what the reference has: each n-gram seen
-    k times in the hypothesis and r times in the reference counts k - max(r, 1)."""
+    k times in the hypothesis and r times in the reference counts k - max(r, 1).  The
+    reference is also searched with spaces removed, so a word the two split differently
+    ("shopboy", "shop boy") is not taken for a loop."""
     def grams(words: list[str]) -> Counter:
         return Counter(tuple(words[index : index + n]) for index in range(len(words) - n + 1))
 
     in_reference = grams(reference)
-    return sum(count - max(in_reference[gram], 1) for gram, count in grams(hypothesis).items()
-               if count > max(in_reference[gram], 1))
+    joined = "".join(reference)
+    total = 0
+    for gram, count in grams(hypothesis).items():
+        allowed = max(in_reference[gram], joined.count("".join(gram)), 1)
+        total += max(0, count - allowed)
+    return total
 
 
 @dataclass

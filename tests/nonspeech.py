@@ -128,3 +128,21 @@ def write_flac(path: Path, samples: np.ndarray) -> Path:
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+def joined_speech() -> Recording:
+    """Real read speech (the long-form file's ten utterances, then four other LibriSpeech
+    clips) joined 0.25 s apart: 2.4 minutes in which Whisper's 30 s windows end inside words."""
+    import json
+
+    from dwcli.audio import load_audio
+
+    clips, texts = utterances()
+    manifest = [json.loads(line) for line in (DATA / "speech" / "manifest.jsonl").read_text().splitlines()]
+    for entry in manifest:
+        if entry["audio"].endswith((".wav",)) or entry["audio"] == "2412-153948-0000.flac":
+            clips.append(load_audio(DATA / "speech" / entry["audio"]))
+            texts.append(entry["text"])
+    gap = np.zeros(SAMPLE_RATE // 4, np.float32)
+    pieces = [piece for clip in clips for piece in (clip, gap)][:-1]
+    return Recording("joined_speech", np.concatenate(pieces), " ".join(texts))

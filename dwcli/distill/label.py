@@ -1,0 +1,124 @@
+"""``dw distill label``: the teacher transcribes the training audio; good labels are kept.
+
+Every recording, and each of its augmented versions, is cut into windows the way ``dw
+transcribe`` cuts it (speech detection included) and decoded by the teacher through dw's
+own batched engine, with timestamps.  Where a recording has a reference, the labels are
+kept only if the teacher's whole transcript is within ``wer_threshold`` of it (Distil-
+Whisper's filter against hallucinated labels; 10% for English).  A recording with an empty
+reference is unlabelled audio: its labels are kept as the teacher made them.
+
+What is written, into ``out``: ``labels.jsonl`` (one line per window: its tokens, the
+recording, the augmentation, the recording's WER, whether it is kept) and, because the
+encoder is frozen and shared with the student, each window's encoder output in
+``states/<id>.safetensors`` (float16), so training never runs the encoder.  A recording's
+lines are written after its states, all at once, so a run killed midway resumes with the
+recordings it had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from .augment import augment, parse
+
+LABELS = "labels.jsonl"
+STATES = "states"
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    recordings: int  # labelled so far, this run's and earlier runs'
+    windows: int
+    kept_windows: int
+    dropped_recordings: int  # above the WER threshold
+    audio_s: float  # labelled by this run
+
+
+def _key(source: str, spec: str) -> str:
+    return hashlib.sha256(f"{source}|{spec}".encode()).hexdigest()[:16]
+
+
+def read_labels(folder: Path) -> list[dict]:
+    path = folder / LABELS
+    if not path.is_file():
+        return []
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: it and what follows are redone
+    return lines
+
+
+def label(references, teacher, out: Path, augmentations=("clean",), wer_threshold: float = 10.0,
+          batch_size: int = 8, progress=None) -> LabelReport:
+    """Label ``references`` (``evaluate.Reference``s) with ``teacher`` (an ``Engine``)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ..audio import SAMPLE_RATE, load_audio
+    from ..chunking import Chunker
+    from ..decoding import DecodingOptions
+    from ..errors import MediaError
+    from ..evaluate import score
+    from ..features import log_mel_batch
+    from ..vad import VadOptions
+
+    for spec in augmentations:
+        try:
+            parse(spec)
+        except ValueError as error:
+            raise UsageError(f"--augment {error}") from None
+    if not references:
+        raise UsageError("no training recordings")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STATES).mkdir(exist_ok=True)
+    done = {line["recording"] for line in read_labels(out)}
+    options = DecodingOptions(timestamps=True)
+    audio_total = 0.0
+    with open(out / LABELS, "a", encoding="utf-8") as labels:
+        for reference in references:
+            try:
+                samples = load_audio(reference.audio)
+            except MediaError as error:
+                raise UsageError(f"training data: {error}") from None
+            for spec in augmentations:
+                recording = _key(str(reference.audio), spec)
+                if recording in done:
+                    continue
+                audio = augment(samples, spec, str(reference.audio))
+                windows = list(Chunker(VadOptions()).windows([audio]))
+                tokens: list[list[int]] = []
+                with torch.inference_mode():
+                    for start in range(0, len(windows), batch_size):
+                        batch = windows[start : start + batch_size]
+                        features = log_mel_batch([window.samples for window in batch], teacher.n_mels)
+                        encoded = teacher.encode(features)
+                        results = teacher.transcribe(features, batch, options, encoded=encoded)
+                        for index, result in enumerate(results):
+                            tokens.append(result.tokens)
+                            save_file({"states": encoded[index].to(torch.float16).contiguous()},
+                                      str(out / STATES / f"{recording}-{start + index}.safetensors"))
+                text = " ".join(teacher.decode_text(row).strip() for row in tokens)
+                wer = score(reference.text, text, reference.language).wer if reference.text.strip() else 0.0
+                kept = wer <= wer_threshold
+                lines = [json.dumps({"id": f"{recording}-{index}", "recording": recording,
+                                     "source": str(reference.audio), "augmentation": spec, "window": index,
+                                     "tokens": row, "recording_wer": round(wer, 2), "kept": kept,
+                                     "language": reference.language}) for index, row in enumerate(tokens)]
+                labels.write("".join(line + "\n" for line in lines))
+                labels.flush()
+                os.fsync(labels.fileno())
+                audio_total += len(audio) / SAMPLE_RATE
+                if progress is not None:
+                    progress(reference, spec, wer, kept)
+    lines = read_labels(out)
+    by_recording = {line["recording"]: line["kept"] for line in lines}
+    return LabelReport(len(by_recording), len(lines), sum(line["kept"] for line in lines),
+                       sum(not kept for kept in by_recording.values()), audio_total)
