@@ -58,13 +58,25 @@ def _create_temporary(path: Path) -> tuple[Path, int]:
     mode 0666 lets the umask decide, as for any new file.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    # The temporary name adds ~25 bytes; where that would pass the folder's name limit (a
+    # legal 240-byte name), the final name is replaced by its digest in it.
+    shown = path.name
+    if len(os.fsencode(f".{shown}.{_HOST_TAG}-{os.getpid()}-{'0' * 2 * _TEMPORARY_NAME_BYTES}.part")) > _name_max(path.parent):
+        shown = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
     while True:
         token = secrets.token_hex(_TEMPORARY_NAME_BYTES)
-        temporary = path.with_name(f".{path.name}.{_HOST_TAG}-{os.getpid()}-{token}.part")
+        temporary = path.with_name(f".{shown}.{_HOST_TAG}-{os.getpid()}-{token}.part")
         try:
             return temporary, os.open(temporary, flags, _NEW_FILE_MODE)
         except FileExistsError:  # another writer's name: draw again
             continue
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _sweep_abandoned_temporaries(folder: Path) -> None:

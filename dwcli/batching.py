@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .audio import SAMPLE_RATE, decode_blocks
+from .audio import SAMPLE_RATE, DecodeReport, decode_blocks
 from .chunking import Chunker, Window
 from .discover import MediaFile
 from .errors import DwError
@@ -35,6 +35,8 @@ class FileEnd:
 
     file_index: int
     duration_s: float
+    source_stamp: tuple[int, int] | None = None  # (size, mtime) before decoding began
+    decoding: dict | None = None  # what decoding found wrong: damaged packets skipped, partial
 
 
 @dataclass
@@ -46,14 +48,27 @@ class FileFailed:
     detail: str = ""  # the traceback, shown with DW_DEBUG=1
 
 
-def file_items(file_index: int, media: MediaFile, n_mels: int,
-               vad: VadOptions = VadOptions()) -> Iterator[WindowItem | FileEnd | FileFailed]:
+def decoding_notes(report: DecodeReport) -> dict | None:
+    """What the outputs say of a file that decoded with damage (None: it decoded whole)."""
+    notes = {}
+    if report.skipped_packets:
+        notes["damaged_packets_skipped"] = report.skipped_packets
+    if report.short:
+        notes.update(partial=True, decoded_s=round(report.decoded_s, 3), declared_s=round(report.declared_s, 3))
+    return notes or None
+
+
+def file_items(file_index: int, media: MediaFile, n_mels: int, vad: VadOptions = VadOptions(),
+               allow_partial: bool = False) -> Iterator[WindowItem | FileEnd | FileFailed]:
     """Stream one file as windows with features, then its end (or its failure)."""
     from .features import log_mel
+    from .resume import source_stamp
 
     chunker = Chunker(vad)
+    report = DecodeReport()
+    stamp = source_stamp(media)  # before a byte is read: a file still being copied in shows later
     try:
-        for window in chunker.windows(decode_blocks(media.source)):
+        for window in chunker.windows(decode_blocks(media.source, report, allow_partial)):
             yield WindowItem(file_index, window, log_mel(window.samples, n_mels))
     except DwError as error:
         yield FileFailed(file_index, str(error))
@@ -61,7 +76,7 @@ def file_items(file_index: int, media: MediaFile, n_mels: int,
     except Exception as error:  # an unexpected failure still fails only this file
         yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
-    yield FileEnd(file_index, chunker.samples_read / SAMPLE_RATE)
+    yield FileEnd(file_index, chunker.samples_read / SAMPLE_RATE, stamp, decoding_notes(report))
 
 
 def _iterable_dataset_base():
@@ -75,11 +90,14 @@ class WindowStream(_iterable_dataset_base()):
     with ``claims`` (a ``parallel.FileCounter`` shared with other processes), each worker
     takes the next unclaimed file instead, so whoever is free does the work."""
 
-    def __init__(self, files: list[MediaFile], n_mels: int, claims=None, vad: VadOptions = VadOptions()):
+    def __init__(self, files: list[MediaFile], n_mels: int, claims=None, vad: VadOptions = VadOptions(),
+                 allow_partial: bool = False, only: list[int] | None = None):
         self.files = files
         self.n_mels = n_mels
         self.claims = claims
         self.vad = vad
+        self.allow_partial = allow_partial
+        self.only = only  # the file indices to read (a restart after a lost worker); None: all
 
     def __iter__(self):
         import torch
@@ -88,9 +106,12 @@ class WindowStream(_iterable_dataset_base()):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             torch.set_num_threads(1)  # workers share the CPU with the model
-        indices = range(worker, len(self.files), workers) if self.claims is None else iter(self.claims.take, None)
+        if self.claims is not None:
+            indices = iter(self.claims.take, None)
+        else:
+            indices = (self.only if self.only is not None else range(len(self.files)))[worker::workers]
         for file_index in indices:
-            yield from file_items(file_index, self.files[file_index], self.n_mels, self.vad)
+            yield from file_items(file_index, self.files[file_index], self.n_mels, self.vad, self.allow_partial)
 
 
 def _unchanged(item):
@@ -115,21 +136,22 @@ def die_with_parent(_worker_id: int = 0) -> None:
         os._exit(1)
 
 
-def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
-                 vad: VadOptions = VadOptions()) -> Iterator[WindowItem | FileEnd | FileFailed]:
+def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None, vad: VadOptions = VadOptions(),
+                 allow_partial: bool = False, only: list[int] | None = None) -> Iterator[WindowItem | FileEnd | FileFailed]:
     """The files' items, decoded in ``workers`` background processes (0: in this one): all
     of them, or with ``claims`` those this process's workers take from that shared counter.
     The workers start at once, so they decode while the caller loads the model.
 
-    Standard input can only be read once, by one process, so it is decoded here.
+    A stream (standard input, a FIFO) can only be read once, by one process, so a run with
+    one is decoded here.
     """
-    if workers <= 0 or any(media.is_stdin for media in files) or len(files) == 0:
-        return iter(WindowStream(files, n_mels, claims, vad))
+    if workers <= 0 or any(media.stream for media in files) or len(files) == 0:
+        return iter(WindowStream(files, n_mels, claims, vad, allow_partial, only))
     import torch
 
-    workers = min(workers, len(files))
+    workers = min(workers, len(files) if only is None else len(only))
     loader = torch.utils.data.DataLoader(
-        WindowStream(files, n_mels, claims, vad),
+        WindowStream(files, n_mels, claims, vad, allow_partial, only),
         batch_size=None,
         num_workers=workers,
         collate_fn=_unchanged,
@@ -137,7 +159,71 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
         persistent_workers=False,
         worker_init_fn=die_with_parent,
     )
-    return iter(loader)
+    from torch.utils.data._utils import signal_handling
+
+    handler = signal_handling._set_SIGCHLD_handler
+    signal_handling._set_SIGCHLD_handler = lambda: None  # _GuardedStream installs its own
+    try:
+        return _GuardedStream(iter(loader))
+    finally:
+        signal_handling._set_SIGCHLD_handler = handler
+
+
+class LostWorker(RuntimeError):
+    """A decoding process died (the OOM killer, a crash inside FFmpeg)."""
+
+
+class _GuardedStream:
+    """The DataLoader's iterator, told at once when a worker dies, but only ever raising it
+    from ``next()``.
+
+    torch learns of a dead worker from SIGCHLD and raises from the signal handler, wherever
+    the main process happens to be: loading the model, writing an output.  That cannot be
+    handled cleanly, and ignoring the signal is worse: a worker killed in the middle of
+    sending an item leaves half a message, and reading it would block for ever.  So the
+    handler raises only while ``next()`` waits (the wait is interrupted); elsewhere it notes
+    the death, and the next ``next()`` raises it."""
+
+    def __init__(self, iterator):
+        import signal
+
+        self.iterator = iterator
+        self.waiting = False
+        self.lost: str | None = None
+        self.previous = signal.signal(signal.SIGCHLD, self._child_changed)
+
+    def _child_changed(self, signum, frame) -> None:
+        import torch
+
+        try:
+            torch._C._error_if_any_worker_fails()
+        except RuntimeError as error:
+            self.lost = str(error)
+            if self.waiting:
+                self.waiting = False
+                raise LostWorker(self.lost) from None
+        if callable(self.previous):
+            self.previous(signum, frame)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.lost is not None:
+            raise LostWorker(self.lost)
+        self.waiting = True
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            self.close()
+            raise
+        finally:
+            self.waiting = False
+
+    def close(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGCHLD, self.previous if self.previous is not None else signal.SIG_DFL)
 
 
 def stack_features(items: list[WindowItem]):

@@ -240,7 +240,7 @@ LogJsonOption = Annotated[bool, typer.Option(
     "--log-json", envvar="DW_LOG_JSON", rich_help_panel=LOGGING,
     help="Messages on stderr as one JSON object per line, every line (files, notes, errors, the summary).")]
 
-_MAX_BATCH = 512  # windows a batch may hold: 512 x 30 s is already 4 hours of audio in memory
+_MAX_BATCH = 256  # windows a batch may hold: 256 x 30 s is already 2 hours of audio in memory
 
 
 def _decoding_options(language, task, long_form, condition_on_previous_text, initial_prompt, beam_size, temperature,
@@ -353,8 +353,8 @@ def transcribe(
     formats: Annotated[str, typer.Option(
         "--format", "-f", envvar="DW_FORMAT", rich_help_panel=INPUTS,
         help="Output formats, comma-separated: txt, srt, vtt, json, tsv, or all.")] = "txt",
-    output_dir: Annotated[Optional[Path], typer.Option(
-        "--output-dir", "-o", envvar="DW_OUTPUT_DIR", rich_help_panel=INPUTS,
+    output_dir: Annotated[Optional[str], typer.Option(
+        "--output-dir", "-o", envvar="DW_OUTPUT_DIR", rich_help_panel=INPUTS, metavar="<path>",
         help="Write outputs here, mirroring the input folders (default: beside each input).")] = None,
     stdout: Annotated[bool, typer.Option(
         "--stdout", envvar="DW_STDOUT", rich_help_panel=INPUTS,
@@ -371,6 +371,10 @@ def transcribe(
     null_separated: Annotated[bool, typer.Option(
         "--null", "-0", envvar="DW_NULL", rich_help_panel=INPUTS,
         help="Paths in --from-list are separated by NUL bytes (find -print0).")] = False,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial", envvar="DW_ALLOW_PARTIAL", rich_help_panel=INPUTS,
+        help="Transcribe what a truncated or damaged file holds (a note says so; JSON marks it partial) "
+             "instead of failing it.")] = False,
     model: ModelOption = None,
     assistant: Annotated[Optional[str], typer.Option(
         "--assistant", envvar="DW_ASSISTANT", rich_help_panel=MODEL,
@@ -442,7 +446,7 @@ def transcribe(
         for name, value in (("--max-line-width", max_line_width), ("--max-line-count", max_line_count),
                             ("--max-cue-duration", max_cue_duration), ("--max-cps", max_cps)):
             _positive(name, value)
-        if output_dir is not None and not str(output_dir).strip():
+        if output_dir is not None and not output_dir.strip():
             raise UsageError("--output-dir: give a folder (an empty name would mean the current one)")
         _run_options(batch_size, workers)
         words = word_timestamps or highlight_words
@@ -461,8 +465,10 @@ def transcribe(
                                                  highlight_words=highlight_words)),
             long_form=long_form,
             vad=_vad_options(vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms),
+            allow_partial=allow_partial,
         )
-        inputs = Inputs(tuple(paths or ()), from_list, null_separated, output_dir, stdout, skip_existing)
+        inputs = Inputs(tuple(paths or ()), from_list, null_separated, Path(output_dir) if output_dir else None, stdout,
+                        skip_existing)
         choice = ModelChoice(model, assistant, device, devices, dtype, attention, quantize)
         _prepare_process()
         plan = make_plan(inputs, choice, options)
@@ -530,7 +536,7 @@ def evaluate(
 
         from .evaluate import evaluate as run_evaluation, load_references
         from .pipeline import TranscribeOptions
-        from .plan import ModelChoice, check_model_options
+        from .plan import check_model_options
         from .precision import describe, plan_precision
         from .models import resolve_model
 

@@ -118,6 +118,10 @@ class Engine:
         self.model_id = resolved.model_id
         self.plan = plan
         self.device = plan.device
+        if plan.device.startswith("cuda"):
+            # Under torchrun each rank's GPU is cuda:LOCAL_RANK; kernels that allocate on the
+            # current device (flash-attn, cuBLAS workspaces) must see that one, not cuda:0.
+            torch.cuda.set_device(plan.device)
         model = load_network(resolved, plan)
         try:
             self.tokenizer = Tokenizer.from_file(str(resolved.path / "tokenizer.json"))

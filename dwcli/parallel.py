@@ -100,8 +100,6 @@ def _replica(replica: Replica, threads: int, files, claims: FileCounter, events)
     die_with_parent()
     torch.set_num_threads(threads)
     try:
-        if replica.device.startswith("cuda"):
-            torch.cuda.set_device(replica.device)
         engine = Engine(replica.resolved, replica.precision, replica.assistant)
         options = replica.options
         # The replica's decoding workers take files from the counter all replicas share.

@@ -6,6 +6,7 @@ leaves finished files behind it as it goes, and a failure in one file never touc
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import traceback
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from .atomic import write_atomic
 from .audio import SAMPLE_RATE
-from .batching import FileEnd, FileFailed, WindowItem, stack_features, stream_items
+from .batching import FileEnd, FileFailed, LostWorker, WindowItem, stack_features, stream_items
 from .decoding import DecodingOptions
 from .discover import MediaFile
 from .features import log_mel
@@ -38,6 +39,7 @@ class TranscribeOptions:
     to_stdout: bool = False  # write the single format to stdout instead of files
     long_form: str = "chunked"  # "chunked" (windows cut in pauses, batched) or "sequential"
     vad: VadOptions = VadOptions()  # what is speech: only it reaches the model
+    allow_partial: bool = False  # transcribe what a truncated file holds (marked partial) instead of failing it
     resume: Resume | None = None  # records how each file's outputs were made (--skip-existing)
 
 
@@ -93,6 +95,9 @@ class _FileState:
     open_windows: int = 0
     duration_s: float | None = None  # known once the worker has sent FileEnd
     failed: bool = False
+    started: bool = False  # a window of it has arrived
+    source_stamp: tuple[int, int] | None = None  # (size, mtime) before it was read
+    decoding: dict | None = None  # damage decoding found
 
     @property
     def complete(self) -> bool:
@@ -117,9 +122,11 @@ class _Run:
             return  # the file already failed: the rest of its windows are not decoded
         if isinstance(item, WindowItem):
             state.open_windows += 1
+            state.started = True
             self.pending.append(item)
         elif isinstance(item, FileEnd):
             state.duration_s = item.duration_s
+            state.source_stamp, state.decoding = item.source_stamp, item.decoding
             self._maybe_finish(item.file_index)
         elif isinstance(item, FileFailed):
             self._fail(item.file_index, item.message, item.detail)
@@ -179,9 +186,9 @@ class _Run:
         """Whisper's seek-based long-form algorithm instead of pause-cut windows."""
         from .sequential import sequential_transcripts
 
-        sources = [(index, state.media.source) for index, state in enumerate(self.states)]
-        for event in sequential_transcripts(sources, self.engine, self.options.decoding, self.options.batch_size,
-                                            self.options.vad):
+        files = [(index, state.media) for index, state in enumerate(self.states)]
+        for event in sequential_transcripts(files, self.engine, self.options.decoding, self.options.batch_size,
+                                            self.options.vad, self.options.allow_partial):
             if isinstance(event, FileFailed):
                 self._fail(event.file_index, event.message, event.detail)
                 continue
@@ -189,6 +196,7 @@ class _Run:
             state.segments = event.segments
             state.languages = Counter(event.languages)
             state.duration_s = event.duration_s
+            state.source_stamp, state.decoding = event.source_stamp, event.decoding
             self.reporter.advance(event.duration_s)
             self._maybe_finish(event.file_index)
 
@@ -205,6 +213,14 @@ class _Run:
         state = self.states[file_index]
         if not state.complete:
             return
+        from .resume import source_stamp
+
+        if state.source_stamp is not None and source_stamp(state.media) != state.source_stamp:
+            self._fail(file_index, f"{state.media.label}: changed while dw read it (still being written?); "
+                                   "transcribe it again once it is complete")
+            return
+        if state.decoding:
+            self._say_damage(state.media, state.decoding)
         language = state.languages.most_common(1)[0][0] if state.languages else None
         transcript = Transcript(
             source=state.media.source,
@@ -213,14 +229,17 @@ class _Run:
             model_id=self.engine.model_id,
             segments=timeline(state.segments, state.duration_s),
             options=result_options(self.engine, self.options),
+            decoding=state.decoding or {},
         )
         try:
-            outputs = self._write(state.media, transcript) if self.collect is None else []
+            outputs = self._write(state.media, transcript, state.source_stamp) if self.collect is None else []
             if self.collect is not None:
                 self.collect(state.media, transcript)
         except OSError as error:
-            self._fail(file_index, f"{state.media.label}: cannot write output ({error.strerror or error})",
-                       traceback.format_exc())
+            reason = error.strerror or str(error)
+            self._fail(file_index, f"{state.media.label}: cannot write output ({reason})", traceback.format_exc())
+            if error.errno in _CANNOT_WRITE:
+                raise WritingImpossible(reason) from None
             return
         state.segments = []
         state.failed = True  # finished: never finish twice
@@ -228,7 +247,31 @@ class _Run:
         self.summary.audio_s += transcript.duration_s
         self.reporter.file_done(FileOutcome(state.media, "ok", duration_s=transcript.duration_s, outputs=outputs))
 
-    def _write(self, media: MediaFile, transcript: Transcript) -> list[Path]:
+    def _say_damage(self, media: MediaFile, decoding: dict) -> None:
+        if decoding.get("partial"):
+            self.reporter.note(f"{media.label}: transcribed {decoding['decoded_s']:.1f} s of the "
+                               f"{decoding['declared_s']:.1f} s its container declares (marked partial in JSON)")
+        if decoding.get("damaged_packets_skipped"):
+            self.reporter.note(f"{media.label}: {decoding['damaged_packets_skipped']} damaged packet(s) skipped")
+
+    def abandon(self, reason: str) -> None:
+        """Writing is impossible: every file not finished yet fails, said once."""
+        left = [index for index, state in enumerate(self.states) if not state.failed]
+        for index in left:
+            self.states[index].failed = True
+            self.summary.failed += 1
+        self.pending = []
+        self.reporter.note(f"stopped: outputs cannot be written ({reason}); {len(left)} file(s) left undone")
+
+    def lost_worker(self, reason: str) -> list[int]:
+        """A decoding process died: the files it held fail; returns the files to read again."""
+        unfinished = [index for index, state in enumerate(self.states) if not state.failed and state.duration_s is None]
+        culprits = [index for index in unfinished if self.states[index].started] or unfinished[:1]
+        for index in culprits:
+            self._fail(index, f"{self.states[index].media.label}: the decoding process died ({reason})")
+        return [index for index in unfinished if index not in culprits]
+
+    def _write(self, media: MediaFile, transcript: Transcript, stamp=None) -> list[Path]:
         outputs = []
         resume = None if self.options.to_stdout else self.options.resume
         previous = resume.forget(media) if resume else None  # no record while outputs change
@@ -242,8 +285,51 @@ class _Run:
                 write_atomic(path, text)
                 outputs.append(path)
         if resume:
-            resume.remember(media, self.options.formats, previous)  # last: the file is finished
+            resume.remember(media, self.options.formats, previous, stamp)  # last: the file is finished
         return outputs
+
+
+# Write errors after which no other file can be written either: stop instead of decoding on.
+_CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class WritingImpossible(Exception):
+    """The output folder takes no more files (full disk, quota, read-only)."""
+
+
+def _lost_worker(error: Exception) -> str | None:
+    """torch's words when a DataLoader worker died (killed, crashed), else None."""
+    text = str(error)
+    if not isinstance(error, LostWorker) and "DataLoader worker" not in text:
+        return None
+    if "killed by signal" in text:
+        return "killed by signal: " + text.split("killed by signal:", 1)[-1].strip().rstrip(". ")
+    return "exited unexpectedly"
+
+
+def _feed_resilient(run: _Run, files, engine, options: TranscribeOptions, items) -> None:
+    """Feed the decoded stream to the run; a decoding process that dies (the OOM killer, a
+    crash inside FFmpeg) fails the file it held, and the others are read again by new ones."""
+    if not files:
+        return
+    only = None
+    while True:
+        if items is None:
+            items = stream_items(files, engine.n_mels, options.workers, vad=options.vad,
+                                 allow_partial=options.allow_partial, only=only)
+        try:
+            for item in items:
+                run.feed(item)
+        except RuntimeError as error:
+            reason = _lost_worker(error)
+            if reason is None:
+                raise
+            getattr(items, "close", lambda: None)()
+            only, items = run.lost_worker(reason), None
+            if only:
+                continue
+        run.drain()
+        return
 
 
 def result_options(engine, options: TranscribeOptions) -> dict:
@@ -282,14 +368,13 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
     if announce:
         reporter.start([*(outcome.media for outcome in settled), *files])
     report_settled(settled, reporter, run.summary)
-    if files and options.long_form == "sequential":
-        run.sequential()
-    else:
-        if items is None:
-            items = stream_items(files, engine.n_mels, options.workers, vad=options.vad) if files else ()
-        for item in items:
-            run.feed(item)
-        run.drain()
+    try:
+        if files and options.long_form == "sequential":
+            run.sequential()
+        else:
+            _feed_resilient(run, files, engine, options, items)
+    except WritingImpossible as error:
+        run.abandon(str(error))
     run.summary.wall_s = time.monotonic() - started
     reporter.finish(run.summary)
     return run.summary

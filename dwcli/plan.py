@@ -88,9 +88,15 @@ def _to_stdout(inputs: Inputs, arguments: list[str], found: Discovery, formats: 
     if to_stdout:
         if len(formats) != 1:
             raise UsageError(f"writing to standard output takes one format, got {','.join(formats)}")
-        if len(found.files) + len(found.missing) != 1:
+        if len(found.files) + len(found.unusable) != 1:
             raise UsageError("writing to standard output takes exactly one input")
     return to_stdout
+
+
+def _inside(folder: Path, stem: Path) -> bool:
+    """Whether outputs named ``stem.*`` land in ``folder`` (links followed, as writes follow them)."""
+    root = os.path.realpath(folder)
+    return os.path.commonpath([root, os.path.realpath(stem)]) == root
 
 
 def _devices(choice: ModelChoice, rank) -> list[str]:
@@ -154,8 +160,8 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
     if rank is not None:
         if to_stdout:
             raise UsageError("under torchrun each rank writes files: give --output-dir, not standard output")
-        # Each rank its fixed shard; rank 0 reports missing paths.
-        found = Discovery(shard(found.files, rank), found.missing if rank.rank == 0 else [])
+        # Each rank its fixed shard; rank 0 reports the paths that are not inputs.
+        found = Discovery(shard(found.files, rank), found.unusable if rank.rank == 0 else [])
     devices = _devices(choice, rank)
     if len(devices) > 1 and options.long_form != "chunked":
         raise UsageError("--devices with several devices needs --long-form chunked")
@@ -166,8 +172,16 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
         batch_size=1 if choice.assistant else options.batch_size or default_batch_size(devices[0]),
         workers=options.workers if options.workers >= 0 else default_workers(devices[0], rank),
     )
-    settled = [FileOutcome(MediaFile(missing, Path(missing)), "failed", f"{missing}: no such file or directory")
-               for missing in found.missing]
+    settled = [FileOutcome(MediaFile(item.argument, Path(item.argument)), "failed", item.message)
+               for item in found.unusable]
+    files = []
+    for media in found.files:
+        if inputs.output_dir is not None and not to_stdout and not _inside(inputs.output_dir, media.output_stem):
+            settled.append(FileOutcome(media, "failed", f"{media.label}: its outputs would be written outside "
+                                                        f"--output-dir {inputs.output_dir}"))
+        else:
+            files.append(media)
+    found = Discovery(files, found.unusable)
     plan = RunPlan(found.files, settled, options, rank=rank)
     if not found.files:
         return plan

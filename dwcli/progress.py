@@ -7,7 +7,6 @@ object per event.  ``--quiet`` leaves only errors.  Results never go to stderr.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -98,7 +97,9 @@ class JsonReporter(PlainReporter):
     """One JSON object per event on stderr, for log collectors (``--log-json``)."""
 
     def _event(self, **fields) -> None:
-        self._say(json.dumps({"time": round(time.time(), 3), **fields}, ensure_ascii=False))
+        from .writers import json_text
+
+        self._say(json_text({"time": round(time.time(), 3), **fields}))
 
     def file_done(self, outcome: FileOutcome) -> None:
         self.done += 1
@@ -144,6 +145,8 @@ class RichReporter(PlainReporter):
 
         super().start(files)
         for media in files:
+            if media.stream:
+                continue  # reading its header would consume what the run must read
             try:
                 self.durations[media.source] = probe(media.source).duration_s or 0.0
                 self.audio_total += self.durations[media.source]

@@ -117,9 +117,9 @@ def record_path(media: MediaFile) -> Path:
     return stem.with_name(f".{stem.name}{RECORD_SUFFIX}")
 
 
-def _source_stamp(media: MediaFile) -> tuple[int, int] | None:
+def source_stamp(media: MediaFile) -> tuple[int, int] | None:
     """(size, mtime in ns) of the input, or None for standard input or a vanished file."""
-    if media.is_stdin:
+    if media.stream:
         return None
     try:
         stat = os.stat(media.source)
@@ -146,7 +146,7 @@ class Resume:
     def is_done(self, media: MediaFile, formats: Iterable[str]) -> bool:
         """Every output in ``formats`` exists and was made by this recipe from this source."""
         formats = list(formats)
-        stamp = _source_stamp(media)
+        stamp = source_stamp(media)
         record = read_record(media)
         if stamp is None or record is None:
             return False
@@ -173,14 +173,16 @@ class Resume:
         record_path(media).unlink(missing_ok=True)
         return previous
 
-    def remember(self, media: MediaFile, formats: Iterable[str], previous: Record | None = None) -> None:
+    def remember(self, media: MediaFile, formats: Iterable[str], previous: Record | None = None,
+                 stamp: tuple[int, int] | None = None) -> None:
         """Write ``media``'s record once all its outputs in ``formats`` are in place.
 
         Formats an earlier run made with the same recipe from the same source stay listed
         while their files exist, so alternating ``--format srt`` and ``--format vtt`` jobs
-        do not redo each other's work.
+        do not redo each other's work.  ``stamp`` is the source's size and time from before
+        it was read (a file that changed since then is recorded as it was read).
         """
-        stamp = _source_stamp(media)
+        stamp = stamp or source_stamp(media)
         if stamp is None:
             return
         formats = list(formats)

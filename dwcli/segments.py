@@ -54,6 +54,7 @@ class Transcript:
     model_id: str
     segments: list[Segment] = field(default_factory=list)
     options: dict = field(default_factory=dict)  # the settings that shaped the result
+    decoding: dict = field(default_factory=dict)  # damage found decoding the media (empty: none)
 
     @property
     def text(self) -> str:

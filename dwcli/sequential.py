@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import refine
-from .audio import SAMPLE_RATE, decode_blocks
+from .audio import SAMPLE_RATE, DecodeReport, decode_blocks
 from .batching import FileFailed
 from .chunking import Span, Window
 from .errors import DwError
@@ -41,6 +41,8 @@ class _FileCursor:
     file_index: int
     speech: SpeechFilter
     pieces: Iterator
+    report: DecodeReport = field(default_factory=DecodeReport)
+    source_stamp: tuple[int, int] | None = None
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     buffer_offset: int = 0  # stream position (samples) of buffer[0]
     stream_length: int = 0  # stream samples read so far
@@ -139,20 +141,26 @@ class FileTranscribed:
     segments: list[Segment]
     languages: list[str]
     duration_s: float
+    source_stamp: tuple[int, int] | None = None
+    decoding: dict | None = None
 
 
-def sequential_transcripts(media_sources, engine, options, batch_size: int,
-                           vad: VadOptions = VadOptions()) -> Iterator[FileTranscribed | FileFailed]:
-    """Transcribe ``media_sources`` (a list of ``(file_index, source)``) sequentially,
+def sequential_transcripts(media_files, engine, options, batch_size: int, vad: VadOptions = VadOptions(),
+                           allow_partial: bool = False) -> Iterator[FileTranscribed | FileFailed]:
+    """Transcribe ``media_files`` (a list of ``(file_index, MediaFile)``) sequentially,
     ``batch_size`` files side by side; yield each file's result as it finishes."""
+    from .batching import decoding_notes
+    from .resume import source_stamp
 
-    pending = list(media_sources)
+    pending = list(media_files)
     active: list[_FileCursor] = []
     while pending or active:
         while pending and len(active) < batch_size:
-            file_index, source = pending.pop(0)
-            speech = SpeechFilter(vad)
-            cursor = _FileCursor(file_index, speech, speech.pieces(decode_blocks(source)))
+            file_index, media = pending.pop(0)
+            speech, report = SpeechFilter(vad), DecodeReport()
+            stamp = source_stamp(media)
+            cursor = _FileCursor(file_index, speech, speech.pieces(decode_blocks(media.source, report, allow_partial)),
+                                 report, stamp)
             cursor.tokens = list(engine.prompt_tokens(options.initial_prompt))
             active.append(cursor)
         windows, cursors = [], []
@@ -165,7 +173,8 @@ def sequential_transcripts(media_sources, engine, options, batch_size: int,
                 continue
             if window is None:
                 active.remove(cursor)
-                yield FileTranscribed(cursor.file_index, cursor.segments, cursor.languages, cursor.duration_s)
+                yield FileTranscribed(cursor.file_index, cursor.segments, cursor.languages, cursor.duration_s,
+                                      cursor.source_stamp, decoding_notes(cursor.report))
             else:
                 windows.append(window)
                 cursors.append(cursor)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
@@ -16,6 +17,7 @@ from .segments import Transcript
 from .subtitles import MS_PER_S, SubtitleOptions, shape_cues
 
 _PROBABILITY_DIGITS = 4  # word confidences in JSON
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -107,14 +109,26 @@ def transcript_json(transcript: Transcript) -> dict:
         "model": transcript.model_id,
         "source": transcript.source,
         "options": transcript.options,
+        **({"decoding": transcript.decoding} if transcript.decoding else {}),
         "segments": segments,
     }
 
 
 def write_json(transcript: Transcript, stream: TextIO, options: WriterOptions) -> None:
-    """JSON close to openai-whisper's (``text``, ``language``, ``segments``) plus metadata."""
-    json.dump(transcript_json(transcript), stream, ensure_ascii=False, indent=2)
+    """JSON close to openai-whisper's (``text``, ``language``, ``segments``) plus metadata.
+
+    A file name with bytes that are not UTF-8 (legal on Linux) reaches Python as lone
+    surrogates; they are written as ``\\udcXX`` escapes, so the file stays UTF-8 and
+    ``os.fsencode(json.load(...)["source"])`` gives back the name's bytes."""
+    stream.write(json_text(transcript_json(transcript), indent=2))
     stream.write("\n")
+
+
+def json_text(value, **options) -> str:
+    """``json.dumps`` that keeps non-ASCII text as it is but escapes lone surrogates (file
+    names that are not UTF-8), so the result always encodes as UTF-8."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _ms(seconds: float) -> int:

@@ -72,9 +72,36 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_audio(tmp_path / "nope.wav")
 
 
-def test_truncated_file_keeps_what_decodes(tmp_path, jfk):
+def test_a_truncated_file_is_an_error_unless_partial_is_allowed(tmp_path, jfk):
+    import pytest
+
+    from dwcli.errors import MediaError
+
     data = jfk["path"].read_bytes()
     cut = tmp_path / "cut.flac"
     cut.write_bytes(data[: len(data) // 2])
-    audio = load_audio(cut)
+    with pytest.raises(MediaError) as raised:
+        load_audio(cut)
+    assert str(raised.value) == (f"{cut}: decoded 5.4 s of the 11.0 s its container declares (truncated, damaged or "
+                                 "still being written); --allow-partial transcribes what there is")
+    audio = load_audio(cut, allow_partial=True)
     assert 3 * SAMPLE_RATE < len(audio) < 8 * SAMPLE_RATE
+
+
+def test_damage_in_the_middle_is_skipped_and_counted(tmp_path, jfk):
+    """1 KB of garbage inside an MP3: FFmpeg recovers all but a few frames, as its command
+    line tool does; the damaged packets are counted."""
+    import random
+
+    from dwcli.audio import DecodeReport, decode_blocks
+    from media import encode_audio
+
+    mp3 = encode_audio(load_audio(jfk["path"]), tmp_path / "jfk.mp3", "libmp3lame", rate=44100)
+    data = bytearray(mp3.read_bytes())
+    random.seed(0)
+    data[len(data) // 2 : len(data) // 2 + 1024] = bytes(random.randrange(256) for _ in range(1024))
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(bytes(data))
+    report = DecodeReport()
+    samples = sum(len(block) for block in decode_blocks(damaged, report))
+    assert samples > 10.5 * SAMPLE_RATE and report.skipped_packets >= 1 and not report.short

@@ -20,7 +20,7 @@ def test_folder_is_searched_recursively_sorted_and_filtered(tmp_path):
     found = discover([str(tmp_path / "in")])
     assert [Path(f.source).relative_to(tmp_path / "in").as_posix() for f in found.files] == [
         "a.wav", "b.mp3", "sub/c.MKV", "sub/deeper/d.flac"]
-    assert found.missing == []
+    assert found.unusable == []
 
 
 def test_outputs_beside_inputs_or_mirrored_under_output_dir(tmp_path):
@@ -45,7 +45,7 @@ def test_missing_paths_are_reported_and_globs_expand(tmp_path):
     _touch(tmp_path / "x2.wav")
     found = discover([str(tmp_path / "x*.wav"), str(tmp_path / "nope.wav")])
     assert [Path(f.source).name for f in found.files] == ["x1.wav", "x2.wav"]
-    assert found.missing == [str(tmp_path / "nope.wav")]
+    assert [(item.argument, item.reason) for item in found.unusable] == [(str(tmp_path / "nope.wav"), "no such file or directory")]
 
 
 def test_stdin_is_one_input_named_stdin(tmp_path):

@@ -11,7 +11,6 @@ from dwcli.chunking import Span, Window
 from dwcli.decoding import DecodingOptions
 from dwcli.decoding.rules import WhisperRules
 from dwcli.decoding.options import SpecialTokens
-from dwcli.evaluate import score
 from dwcli.sequential import _advance
 from dwcli.vad import Region
 from nonspeech import joined_speech, write_flac

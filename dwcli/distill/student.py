@@ -37,6 +37,18 @@ def student_alignment_heads(heads: list, mapping: list[int]) -> list[list[int]]:
     return [[where[layer], head] for layer, head in heads if layer in where]
 
 
+def quiet_transformers() -> None:
+    """dw reports its own progress: no transformers or accelerate warnings and progress bars
+    for loading and saving checkpoints (errors still show)."""
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+
+
 def check_teacher(folder: Path) -> dict:
     """The teacher's generation config; UsageError when it cannot teach (no alignment heads:
     a student could not time words)."""
@@ -55,9 +67,8 @@ def init_student(teacher_dir: Path, out: Path, decoder_layers: int = 2) -> Path:
     """Write the student checkpoint into ``out``; returns it."""
     import torch
     from transformers import WhisperForConditionalGeneration
-    from transformers.utils import logging as transformers_logging
 
-    transformers_logging.set_verbosity_error()
+    quiet_transformers()
     generation = check_teacher(teacher_dir)
     teacher = WhisperForConditionalGeneration.from_pretrained(teacher_dir, dtype=torch.float32)
     mapping = layer_mapping(teacher.config.decoder_layers, decoder_layers)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .label import STATES, read_labels
+from .student import quiet_transformers
 from .student import copy_side_files
 
 WORK = ".distill"  # inside the output folder: checkpoints and evaluation candidates
@@ -187,13 +188,12 @@ def train(teacher_dir: Path, student_dir: Path, labels_dir: Path, out: Path, opt
     import torch
     from accelerate import Accelerator
     from transformers import WhisperForConditionalGeneration, get_linear_schedule_with_warmup
-    from transformers.utils import logging as transformers_logging
 
     from ..decoding.options import SpecialTokens
     from ..network import GenerationConfig
 
     options.check()
-    transformers_logging.set_verbosity_error()
+    quiet_transformers()
     lines = read_labels(labels_dir)
     if not any(line["kept"] for line in lines):
         raise UsageError(f"{labels_dir}: no kept labels to train on (run dw distill label first)")
