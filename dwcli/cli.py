@@ -182,7 +182,7 @@ QuantizeOption = Annotated[str, typer.Option(
          "windows of its batch.")]
 BatchOption = Annotated[int, typer.Option(
     "--batch-size", "-b", envvar="DW_BATCH_SIZE", rich_help_panel=MODEL,
-    help="30-second windows per model call (0: auto, 16 on CPU, 32 on GPU; at most 512).")]
+    help="30-second windows per model call (0: auto, 16 on CPU, 32 on GPU; at most 256).")]
 WorkersOption = Annotated[int, typer.Option(
     envvar="DW_WORKERS", rich_help_panel=MODEL, help="Processes decoding media beside the model (-1: auto, 0: none).")]
 LanguageOption = Annotated[Optional[str], typer.Option(

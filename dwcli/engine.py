@@ -222,10 +222,14 @@ class Engine:
         for row, result in zip(audible, decoded):
             results[row] = self._result(windows[row], result, options)
         # Words are needed when asked for, and to split a segment Whisper ran across a pause.
+        # Without timestamps (plain text only) nothing shows a segment's times: a window's
+        # text is one line, and its windows already break at the pauses between speech
+        # regions, so no alignment pass is spent on splitting lines (a second decoder pass:
+        # a quarter of a one-clip run).
         needs_words = [
             index for index, row in enumerate(audible)
-            if results[row].segments and (
-                options.word_timestamps or refine.needs_words(windows[row], results[row].segments))
+            if results[row].segments and (options.word_timestamps or (
+                options.timestamps and refine.needs_words(windows[row], results[row].segments)))
         ]
         if needs_words:
             requests = [

@@ -13,7 +13,10 @@ encoder computes what transformers' does and that decoding emits ``generate``'s 
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import json
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -202,6 +205,57 @@ def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    return [path for path in (folder / "model.safetensors", folder / "pytorch_model.bin") if path.is_file()][:1]
+
+
+def _prepared_path(folder: Path, dtype: torch.dtype) -> Path:
+    """Where the checkpoint's tensors converted to ``dtype`` are kept, named by the weights'
+    identity (path, size, time), so an updated checkpoint is converted again."""
+    from .models import cache_dir
+
+    identity = [str(folder.resolve()), str(dtype)]
+    for path in _weight_files(folder):
+        stat = path.stat()
+        identity.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
+    return cache_dir() / "prepared" / f"{folder.name}-{str(dtype).removeprefix('torch.')}-{digest}.safetensors"
+
+
+def _tensors_in(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors in ``dtype``, converted once and kept on disk in that form: a
+    float16 checkpoint (the offline model, distil-large-v3) run in float32 on a CPU is then
+    memory-mapped as it is computed with, instead of converted on every start."""
+    from safetensors.torch import load_file, save_file
+
+    prepared = _prepared_path(folder, dtype)
+    if prepared.is_file():
+        try:
+            return load_file(prepared)
+        except Exception:  # damaged by a crash or a full disk: convert again below
+            pass
+    tensors = _state_dict(folder)
+    if all(tensor.dtype == dtype for tensor in tensors.values() if tensor.is_floating_point()):
+        return tensors
+    converted = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
+    try:
+        prepared.parent.mkdir(parents=True, exist_ok=True)
+        temporary = prepared.with_name(f".{prepared.name}.{os.getpid()}")
+        save_file({name: tensor.contiguous() for name, tensor in converted.items()}, temporary)
+        temporary.replace(prepared)
+        # An older copy of the same checkpoint (since updated) is not read again.
+        family = prepared.name.rsplit("-", 1)[0] + "-"
+        for stale in prepared.parent.glob(f"{glob.escape(family)}*.safetensors"):
+            if stale != prepared:
+                stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only or full cache costs the next start another conversion, nothing more
+    return converted
+
+
 @contextlib.contextmanager
 def _without_initialisation():
     """Build modules without drawing their initial weights: the checkpoint's replace them,
@@ -226,7 +280,7 @@ def load(folder: Path, dtype: torch.dtype = torch.float32, device: str = "cpu") 
     generation = GenerationConfig.from_file(generation_path) if generation_path.is_file() else GenerationConfig({})
     with torch.device("meta"), _without_initialisation():
         network = Whisper(config, generation)
-    tensors = _state_dict(folder)
+    tensors = _tensors_in(folder, dtype)
     if "model.decoder.embed_tokens.weight" in tensors:  # the output projection is tied to it
         tensors["proj_out.weight"] = tensors["model.decoder.embed_tokens.weight"]
     expected = network.state_dict()

@@ -103,7 +103,8 @@ def _replica(replica: Replica, threads: int, files, claims: FileCounter, events)
         engine = Engine(replica.resolved, replica.precision, replica.assistant)
         options = replica.options
         # The replica's decoding workers take files from the counter all replicas share.
-        items = stream_items(files, engine.n_mels, options.workers, claims=claims, vad=options.vad)
+        items = stream_items(files, engine.n_mels, options.workers, claims=claims, vad=options.vad,
+                             allow_partial=options.allow_partial)
         summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items, announce=False)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever

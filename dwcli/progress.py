@@ -12,6 +12,7 @@ import sys
 import time
 
 from .audio import probe
+from .discover import display_name
 from .errors import DwError
 from .pipeline import FileOutcome, Reporter, RunSummary
 
@@ -72,7 +73,7 @@ class PlainReporter(Reporter):
             if _debug() and outcome.detail:
                 self._say(outcome.detail.rstrip())
         elif not self.quiet:
-            where = ", ".join(str(path) for path in outcome.outputs) or "stdout"
+            where = ", ".join(display_name(str(path)) for path in outcome.outputs) or "stdout"
             verb = "skipped" if outcome.status == "skipped" else "done"
             self._say(f"dw: [{self.done}/{self.total}] {verb} {outcome.media.label} -> {where}"
                       + (f" ({_clock(outcome.duration_s)} of audio)" if outcome.status == "ok" else ""))

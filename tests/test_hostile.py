@@ -276,3 +276,19 @@ def test_a_process_substitution_and_a_fifo_are_read_as_streams(jfk, dw_env, tmp_
     assert result.returncode == 0, result.stderr.decode()
     assert "fellow americans" in (tmp_path / "out" / "live.txt").read_text().lower()
     assert not (tmp_path / "out" / ".live.dw.json").exists()  # a stream cannot be checked again: no record
+
+
+def test_allow_partial_transcribes_a_truncated_file_and_marks_it(speech, dw_env, tmp_path):
+    source = speech["librispeech_test-other_3080-5032-0000_to_0009.flac"]["path"]
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 5])
+    result = subprocess.run(["dw", "transcribe", str(cut), "--allow-partial", "--format", "json", "-o",
+                             str(tmp_path / "out"), *MODEL], env=dw_env, capture_output=True, timeout=WAIT_S)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    data = json.loads((tmp_path / "out/cut.json").read_text())
+    decoding = data["decoding"]
+    assert decoding["partial"] is True and 30 < decoding["decoded_s"] < 0.5 * decoding["declared_s"], decoding
+    assert len(data["text"].split()) > 50
+    assert (f"dw: note: {cut}: transcribed {decoding['decoded_s']:.1f} s of the {decoding['declared_s']:.1f} s its "
+            "container declares (marked partial in JSON)") in stderr

@@ -63,3 +63,31 @@ def test_missing_weights_are_refused(offline_model, tmp_path):
     folder = _copy(offline_model, tmp_path / "deep", lambda config: config.update(decoder_layers=6))
     with pytest.raises(ValueError, match="lacks model.decoder.layers.4"):
         network.load(folder)
+
+
+def test_a_float16_checkpoint_is_converted_once_and_kept(random_model_dir, tmp_path, monkeypatch):
+    """The prepared weights are cached in their final dtype: the second start reads them as
+    they are, without the checkpoint or a conversion."""
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("DW_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "half"
+    shutil.copytree(random_model_dir, folder)
+    tensors = load_file(folder / "model.safetensors")
+    save_file({name: tensor.half() for name, tensor in tensors.items()}, folder / "model.safetensors")
+    first = network.load(folder)
+    [prepared] = (tmp_path / "cache" / "prepared").iterdir()
+    assert {tensor.dtype for tensor in load_file(prepared).values()} == {torch.float32}
+
+    monkeypatch.setattr(network, "_state_dict", lambda folder: pytest.fail("read the checkpoint again"))
+    second = network.load(folder)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert a.dtype == torch.float32 and torch.equal(a, b), name
+    assert torch.equal(second.model.encoder.layers[0].fc1.weight, tensors["model.encoder.layers.0.fc1.weight"].half().float())
+
+    save_file({name: tensor.half() * 2 for name, tensor in tensors.items()}, folder / "model.safetensors")
+    monkeypatch.undo()
+    monkeypatch.setenv("DW_CACHE_DIR", str(tmp_path / "cache"))
+    network.load(folder)  # an updated checkpoint is converted again, and replaces the old copy
+    [replaced] = (tmp_path / "cache" / "prepared").iterdir()
+    assert replaced != prepared
