@@ -80,6 +80,8 @@ def parse_args(argv=None):
     dw.add_argument("--dw-variants", default="default", help="comma-separated variants (default: default: dw as it comes)")
     dw.add_argument("--dw-baseline", default=None,
                     help="another checkout of dw (a folder with dwcli/): its rows run beside this one's")
+    dw.add_argument("--dw-baseline-variants", default=None,
+                    help="the baseline's variants, where it lacks options of this checkout (default: --dw-variants)")
     hf = parser.add_argument_group("transformers")
     hf.add_argument("--hf-batch-size", type=int, default=8)
     hf.add_argument("--hf-dtype", default="float32", choices=("float32", "float16", "bfloat16"))

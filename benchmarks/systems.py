@@ -80,8 +80,10 @@ def build_specs(args) -> list[SystemSpec]:
     variants = [variant.strip() for variant in args.dw_variants.split(",") if variant.strip()]
     for kind in kinds:
         if kind == "dw":
+            baseline_variants = [variant.strip() for variant in (args.dw_baseline_variants or args.dw_variants).split(",")
+                                 if variant.strip()]
             for baseline in [None] + ([args.dw_baseline] if args.dw_baseline else []):
-                for variant in variants:
+                for variant in variants if baseline is None else baseline_variants:
                     arguments, fmt = dw_arguments(variant)
                     name = f"dw:{variant}" if baseline is None else f"dw@base:{variant}"
                     where = "this checkout" if baseline is None else f"the dw in {baseline}"

@@ -11,6 +11,7 @@ window or a broken stitch (one dropped 10 s utterance alone costs ~0.1).
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -115,3 +116,22 @@ def test_out_of_memory_with_one_window_fails_that_file_only(engine, speech, tmp_
     failed = [outcome for outcome in outcomes if outcome.status == "failed"]
     assert (summary.ok, summary.failed) == (len(SHORT_CLIPS) - 1, 1)
     assert failed[0].message == f"{speech['2412-153948-0000.flac']['path']}: out of memory on cpu with a single window"
+
+
+def test_a_transcript_does_not_depend_on_its_batch(engine, speech, tmp_path):
+    """The default precision gives a file the same transcript alone and among other files
+    (int8's one activation scale per batch did not: "usually" became "hugely")."""
+    jfk = speech["jfk.flac"]["path"]
+    alone_dir, mixed_dir = tmp_path / "alone", tmp_path / "mixed"
+    for folder in (alone_dir, mixed_dir / "a", mixed_dir / "b"):
+        folder.mkdir(parents=True)
+        shutil.copy(jfk, folder / "jfk.flac")
+    _run(engine, [alone_dir / "jfk.flac"], alone_dir, batch_size=1, workers=0)
+    others = [speech[name]["path"] for name in SHORT_CLIPS[1:]]
+    _run(engine, [mixed_dir / "a/jfk.flac", *others, mixed_dir / "b/jfk.flac"], mixed_dir, batch_size=8, workers=0)
+    alone = json.loads((alone_dir / "jfk.json").read_text())
+    for copy in ("a", "b"):
+        mixed = json.loads(next((mixed_dir / copy).glob("*.json")).read_text())
+        assert mixed["text"] == alone["text"]
+        assert [(s["start"], s["end"], s["text"]) for s in mixed["segments"]] == \
+            [(s["start"], s["end"], s["text"]) for s in alone["segments"]]

@@ -123,3 +123,45 @@ def test_word_timestamps_monotonic_inside_segments(engine, joined_files, tmp_pat
             previous_end = word["end"]
             count += 1
     assert count > 150
+
+
+def _reference_dtw(cost: np.ndarray) -> list[tuple[int, int]]:
+    """openai-whisper's DTW, cell by cell: the path the batched one must reproduce."""
+    rows, cols = cost.shape
+    total = np.full((rows + 1, cols + 1), np.inf)
+    total[0, 0] = 0
+    trace = -np.ones((rows + 1, cols + 1))
+    for j in range(1, cols + 1):
+        for i in range(1, rows + 1):
+            c0, c1, c2 = total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]
+            if c0 < c1 and c0 < c2:
+                c, t = c0, 0
+            elif c1 < c0 and c1 < c2:
+                c, t = c1, 1
+            else:
+                c, t = c2, 2
+            total[i, j] = cost[i - 1, j - 1] + c
+            trace[i, j] = t
+    trace[0, :], trace[:, 0] = 2, 1
+    i, j, path = rows, cols, []
+    while i > 0 or j > 0:
+        path.append((i - 1, j - 1))
+        step = trace[i, j]
+        i, j = (i - 1, j - 1) if step == 0 else (i - 1, j) if step == 1 else (i, j - 1)
+    return path[::-1]
+
+
+def test_batched_dtw_gives_each_window_the_reference_path():
+    import torch
+
+    from dwcli.decoding.alignment import dtw
+
+    generator = np.random.default_rng(0)
+    shapes = [(5, 40), (12, 30), (1, 7), (9, 9), (20, 60)]
+    costs = [generator.normal(size=shape) for shape in shapes]
+    costs.append(np.round(generator.normal(size=(6, 18)), 0))  # many ties
+    batched = dtw([torch.from_numpy(cost) for cost in costs])
+    for cost, (tokens, frames) in zip(costs, batched):
+        assert list(zip(tokens.tolist(), frames.tolist())) == _reference_dtw(cost)
+        alone = dtw([torch.from_numpy(cost)])[0]
+        assert np.array_equal(alone[0], tokens) and np.array_equal(alone[1], frames)

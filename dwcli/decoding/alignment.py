@@ -5,7 +5,8 @@ from (the checkpoint lists them in ``generation_config.alignment_heads``).  The 
 run once more over a window's text tokens, those heads' attention is normalised, smoothed
 and averaged into a token x frame cost matrix, and the cheapest monotonic path through it
 (DTW) gives each token, and so each word, its start and end frame.  This is the method of
-openai-whisper's ``timing.py``, done here for a whole batch of windows in one pass.
+openai-whisper's ``timing.py``, done here for a whole batch of windows in one pass: one
+decoder pass and one DTW, on the device.
 """
 
 from __future__ import annotations
@@ -47,41 +48,58 @@ def _median_filter(weights: torch.Tensor, width: int) -> torch.Tensor:
     return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(weights.shape)
 
 
-def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Monotonic alignment path through ``cost`` (tokens x frames): (token, frame) indices.
+def dtw(costs: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Monotonic alignment paths through cost matrices (tokens x frames, one per window):
+    each path's (token, frame) indices.
 
-    Computed along anti-diagonals, so each step is one vectorised numpy operation instead
-    of a Python loop over every cell.
+    All windows at once, on the device their costs are on: the matrices are padded into one
+    batch (padding costs nothing a real cell depends on, since a cell's total depends only on
+    the cells above and left of it), and the totals are filled one anti-diagonal at a time,
+    each step one tensor operation over every window's diagonal.  Only the step taken into
+    each cell (an int8) comes back to the host, where each path is traced back.
     """
-    rows, cols = cost.shape
-    total = np.full((rows + 1, cols + 1), np.inf)
-    total[0, 0] = 0.0
-    trace = np.zeros((rows + 1, cols + 1), dtype=np.int8)
-    for diagonal in range(2, rows + cols + 1):
-        i = np.arange(max(1, diagonal - cols), min(rows, diagonal - 1) + 1)
+    rows = [cost.shape[0] for cost in costs]
+    cols = [cost.shape[1] for cost in costs]
+    height, width = max(rows), max(cols)
+    device = costs[0].device
+    dtype = torch.float64 if device.type == "cpu" else torch.float32
+    cost = torch.full((len(costs), height, width), torch.inf, dtype=dtype, device=device)
+    for index, matrix in enumerate(costs):
+        cost[index, : matrix.shape[0], : matrix.shape[1]] = matrix
+    total = torch.full((len(costs), height + 1, width + 1), torch.inf, dtype=dtype, device=device)
+    total[:, 0, 0] = 0.0
+    trace = torch.zeros((len(costs), height + 1, width + 1), dtype=torch.int8, device=device)
+    for diagonal in range(2, height + width + 1):
+        i = torch.arange(max(1, diagonal - width), min(height, diagonal - 1) + 1, device=device)
         j = diagonal - i
-        diagonal_step, down, right = total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]
-        choice = np.where((diagonal_step < down) & (diagonal_step < right), 0,
-                          np.where((down < diagonal_step) & (down < right), 1, 2))
-        best = np.choose(choice, [diagonal_step, down, right])
-        total[i, j] = cost[i - 1, j - 1] + best
-        trace[i, j] = choice
-    trace[0, :] = 2
-    trace[:, 0] = 1
-    i, j = rows, cols
-    path = []
-    while i > 0 or j > 0:
-        path.append((i - 1, j - 1))
-        step = trace[i, j]
-        if step == 0:
-            i, j = i - 1, j - 1
-        elif step == 1:
-            i -= 1
-        else:
-            j -= 1
-    path.reverse()
-    indices = np.array(path)
-    return indices[:, 0], indices[:, 1]
+        diagonal_step, down, right = total[:, i - 1, j - 1], total[:, i - 1, j], total[:, i, j - 1]
+        # Ties go right (2), then down (1), as openai-whisper's: the same paths.
+        choice = torch.where((diagonal_step < down) & (diagonal_step < right), 0,
+                             torch.where((down < diagonal_step) & (down < right), 1, 2))
+        best = torch.where(choice == 0, diagonal_step, torch.where(choice == 1, down, right))
+        total[:, i, j] = cost[:, i - 1, j - 1] + best
+        trace[:, i, j] = choice.to(torch.int8)
+    steps = trace.cpu().numpy()
+    paths = []
+    for index, (last_row, last_col) in enumerate(zip(rows, cols)):
+        step_into = steps[index]
+        step_into[0, :] = 2
+        step_into[:, 0] = 1
+        i, j = last_row, last_col
+        path = []
+        while i > 0 or j > 0:
+            path.append((i - 1, j - 1))
+            step = step_into[i, j]
+            if step == 0:
+                i, j = i - 1, j - 1
+            elif step == 1:
+                i -= 1
+            else:
+                j -= 1
+        path.reverse()
+        indices = np.array(path)
+        paths.append((indices[:, 0], indices[:, 1]))
+    return paths
 
 
 def _split_words(tokens: list[int], decode) -> list[tuple[str, list[int]]]:
@@ -147,22 +165,26 @@ class WordAligner:
         hidden, weights = runtime.forward(batch, 0, self_kv, cross_kv, cross_weights_of=layers)
         probabilities = runtime.logits(hidden).softmax(dim=-1)
         stacked = torch.stack([weights[layer][:, head] for layer, head in self.heads], dim=1).float()
-        for row, (request, text) in enumerate(zip(requests, rows)):
-            if text:
-                self._align_row(request, text, stacked[row], probabilities[row], prompt_length - 1)
+        aligned = [row for row, text in enumerate(rows) if text]
+        costs = [self._cost(requests[row], rows[row], stacked[row], prompt_length - 1) for row in aligned]
+        for row, (token_index, frame_index) in zip(aligned, dtw(costs)):
+            self._words(requests[row], rows[row], token_index, frame_index, probabilities[row], prompt_length - 1)
 
-    def _align_row(self, request, text, weights, probabilities, notimestamps_at) -> None:
+    @staticmethod
+    def _cost(request, text, weights, notimestamps_at) -> torch.Tensor:
+        """The window's token x frame cost: its alignment heads' attention, normalised per
+        frame, median-smoothed and averaged (openai-whisper's recipe)."""
         frames = max(1, min(weights.shape[-1], round(request.duration_s / SECONDS_PER_FRAME)))
         # Rows: <|notimestamps|> and each text token (each row predicts the next token).
         matrix = weights[:, notimestamps_at : notimestamps_at + len(text) + 1, :frames]
         std, mean = torch.std_mean(matrix, dim=-2, keepdim=True, unbiased=False)
-        matrix = _median_filter((matrix - mean) / (std + 1e-8), MEDIAN_FILTER_WIDTH).mean(dim=0)
-        token_index, frame_index = dtw((-matrix).double().cpu().numpy())
+        return -_median_filter((matrix - mean) / (std + 1e-8), MEDIAN_FILTER_WIDTH).mean(dim=0)
+
+    def _words(self, request, text, token_index, frame_index, probabilities, notimestamps_at) -> None:
         # The frame at which the path first enters each token row is that token's start.
         jumps = np.pad(np.diff(token_index), (1, 0), constant_values=1).astype(bool)
         token_starts = frame_index[jumps] * SECONDS_PER_FRAME  # len(text) + 1 entries
         token_probs = probabilities[notimestamps_at + np.arange(len(text)), torch.tensor(text)].tolist()
-
         cursor = 0
         for segment in request.segments:
             words = []

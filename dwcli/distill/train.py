@@ -27,8 +27,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .label import STATES, read_labels
-from .student import quiet_transformers
-from .student import copy_side_files
+from .student import copy_side_files, quiet_transformers
 
 WORK = ".distill"  # inside the output folder: checkpoints and evaluation candidates
 _MAX_CONTEXT = 64  # tokens of previous text an example may be conditioned on
