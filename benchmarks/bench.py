@@ -144,6 +144,7 @@ def main(argv=None) -> int:
         sections += ["### CLI start-up", "", table, ""]
         print("\n".join(sections[-4:]), flush=True)
     if not args.no_transcribe:
+        args.cache.mkdir(parents=True, exist_ok=True)
         _model_paths(args)  # converts the offline model once, before anything is timed
         specs = build_specs(args)
         for name in [part.strip() for part in args.set.split(",") if part.strip()]:

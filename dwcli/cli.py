@@ -777,8 +777,11 @@ def distill_label(teacher: TeacherOption = None, train_data: TrainDataOption = N
 
         device_name = pick_device(device)
         resolved = _teacher(teacher, device_name)
+        from .distill import TrainReporter
+
         report = label(_references("--train", train_data), Engine.load(resolved, device_name), _required("--out", out),
-                       tuple(part.strip() for part in augment.split(",") if part.strip()), wer_threshold)
+                       tuple(part.strip() for part in augment.split(",") if part.strip()), wer_threshold,
+                       progress=TrainReporter(quiet=quiet).labelled)
         if not quiet:
             print(f"dw: labels in {out}: {report.kept_windows} of {report.windows} windows kept; "
                   f"{report.dropped_recordings} of {report.recordings} recordings above {wer_threshold:g}% WER dropped",

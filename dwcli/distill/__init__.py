@@ -35,7 +35,8 @@ def run_recipe(teacher, train_references, out: Path, evaluation=None, decoder_la
     if not (student_dir / "config.json").is_file():
         init_student(teacher.path, student_dir, decoder_layers)
     engine = Engine.load(teacher, device)
-    report = label(train_references, engine, work / "labels", augmentations, wer_threshold)
+    report = label(train_references, engine, work / "labels", augmentations, wer_threshold,
+                   progress=reporter.labelled)
     reporter.note(f"labels: {report.kept_windows} of {report.windows} windows kept, "
                   f"{report.dropped_recordings} recording(s) above {wer_threshold:g}% WER dropped")
     result = train(teacher.path, student_dir, work / "labels", out, options, evaluation, reporter)

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..discover import display_name
 from ..errors import UsageError
 from .label import STATES, read_labels
 from .student import copy_side_files, quiet_transformers
@@ -313,6 +314,14 @@ class TrainReporter:
             self.bar.update(self.task, wer=f"{wer:.2f}%")
         elif not self.quiet:
             print(f"dw: distill step {step}: eval WER {wer:.2f}%", file=self.stream, flush=True)
+
+    def labelled(self, reference, augmentation: str, wer: float, kept: bool) -> None:
+        """One recording labelled by the teacher (``label``'s ``progress``)."""
+        if not self.quiet:
+            verdict = (f"WER {wer:.1f}%, " + ("kept" if kept else "dropped")) if reference.text.strip() else \
+                "no reference, kept"
+            print(f"dw: labelled {display_name(str(reference.audio))} [{augmentation}]: {verdict}",
+                  file=self.stream, flush=True)
 
     def note(self, message: str) -> None:
         if not self.quiet:
