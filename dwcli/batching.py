@@ -9,6 +9,7 @@ folder of short clips fills batches as well as one long recording does.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from .audio import SAMPLE_RATE, DecodeReport, decode_blocks
 from .chunking import Chunker, Window
 from .discover import MediaFile
-from .errors import DwError
+from .errors import DwError, debug_requested
 from .vad import VadOptions
 
 
@@ -121,6 +122,29 @@ def _unchanged(item):
 _PR_SET_PDEATHSIG = 1  # prctl(2): a signal the kernel sends this process when its parent dies
 
 
+def start_decoding_worker(_worker_id: int = 0) -> None:
+    """Set up a decoding process: it dies with its parent, leaves Ctrl-C to it, and keeps
+    Python's tracebacks off the terminal the two share."""
+    import signal
+
+    die_with_parent()
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides what stops
+    # (it shuts its workers down and says so in one line).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = _worker_excepthook
+
+
+def _worker_excepthook(kind, error, trace) -> None:
+    """Errors that end a file reach the parent with the item; what is left is the thread
+    that hands tensors over (multiprocessing's resource sharer), which fails with
+    ``ConnectionResetError`` when the parent stopped reading mid-handover, as an interrupted
+    dw does.  That is not news: say nothing, unless DW_DEBUG=1 asks for everything."""
+    if debug_requested():
+        sys.__excepthook__(kind, error, trace)
+    elif not issubclass(kind, (ConnectionError, EOFError)):
+        print(f"dw: decoding worker: {kind.__name__}: {error}", file=sys.stderr)
+
+
 def die_with_parent(_worker_id: int = 0) -> None:
     """Have the kernel kill this process when its parent dies, however it dies (kill -9, the
     OOM killer): a decoding worker left behind holds hundreds of MB and the parent's stderr,
@@ -157,7 +181,7 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
         collate_fn=_unchanged,
         prefetch_factor=4,
         persistent_workers=False,
-        worker_init_fn=die_with_parent,
+        worker_init_fn=start_decoding_worker,
     )
     from torch.utils.data._utils import signal_handling
 
@@ -224,6 +248,14 @@ class _GuardedStream:
         import signal
 
         signal.signal(signal.SIGCHLD, self.previous if self.previous is not None else signal.SIG_DFL)
+
+    def shutdown(self) -> None:
+        """Stop the workers now (an interrupted run): whatever they still print comes before
+        dw's last line, not after it."""
+        self.close()
+        stop = getattr(self.iterator, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
 
 
 def stack_features(items: list[WindowItem]):

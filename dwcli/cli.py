@@ -22,7 +22,7 @@ import typer
 from typer.core import TyperCommand
 
 from . import __version__
-from .errors import DwError, ExitStatus, Terminated, UsageError
+from .errors import DwError, ExitStatus, Terminated, UsageError, debug_requested
 
 # What each exit status means: --help and the man page (dwcli.docs) both say it from here.
 EXIT_STATUS_MEANINGS = {
@@ -75,13 +75,9 @@ models_app = typer.Typer(help="Convert and inspect models.", no_args_is_help=Tru
 app.add_typer(models_app, name="models")
 
 
-def _debug() -> bool:
-    return os.environ.get("DW_DEBUG", "") not in ("", "0")
-
-
 def _fail(error: DwError, log_json: bool = False) -> typer.Exit:
     """Say ``error`` as one line (with its traceback under DW_DEBUG=1); the exit to raise."""
-    if _debug():
+    if debug_requested():
         traceback.print_exc(file=sys.stderr)
     if log_json:
         import json

@@ -6,6 +6,12 @@ Only ``cli.main`` turns these into exit codes; every other module raises.
 from __future__ import annotations
 
 import enum
+import os
+
+
+def debug_requested() -> bool:
+    """DW_DEBUG=1: tracebacks are shown with errors."""
+    return os.environ.get("DW_DEBUG", "") not in ("", "0")
 
 
 class ExitStatus(enum.IntEnum):

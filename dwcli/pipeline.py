@@ -19,6 +19,7 @@ from .audio import SAMPLE_RATE
 from .batching import FileEnd, FileFailed, LostWorker, WindowItem, stack_features, stream_items
 from .decoding import DecodingOptions
 from .discover import MediaFile
+from .errors import Terminated
 from .features import log_mel
 from . import refine
 from .resume import Resume
@@ -320,6 +321,9 @@ def _feed_resilient(run: _Run, files, engine, options: TranscribeOptions, items)
         try:
             for item in items:
                 run.feed(item)
+        except (KeyboardInterrupt, Terminated):
+            getattr(items, "shutdown", lambda: None)()
+            raise
         except RuntimeError as error:
             reason = _lost_worker(error)
             if reason is None:

@@ -13,7 +13,7 @@ import time
 
 from .audio import probe
 from .discover import display_name
-from .errors import DwError
+from .errors import DwError, debug_requested
 from .pipeline import FileOutcome, Reporter, RunSummary
 
 
@@ -47,10 +47,6 @@ def error_line(outcome: FileOutcome) -> str:
     return f"Error: {outcome.message}"
 
 
-def _debug() -> bool:
-    return os.environ.get("DW_DEBUG", "") not in ("", "0")
-
-
 class PlainReporter(Reporter):
     """One line per file on stderr; errors always, the rest unless quiet."""
 
@@ -70,7 +66,7 @@ class PlainReporter(Reporter):
         self.done += 1
         if outcome.status == "failed":
             self._say(error_line(outcome))
-            if _debug() and outcome.detail:
+            if debug_requested() and outcome.detail:
                 self._say(outcome.detail.rstrip())
         elif not self.quiet:
             where = ", ".join(display_name(str(path)) for path in outcome.outputs) or "stdout"
@@ -187,7 +183,7 @@ class RichReporter(PlainReporter):
             self.progress.update(self.task, total=max(self.audio_total, 1e-6))
         if outcome.status == "failed":
             self.console.print(error_line(outcome), markup=False, highlight=False)
-            if _debug() and outcome.detail:
+            if debug_requested() and outcome.detail:
                 self.console.print(outcome.detail.rstrip(), markup=False, highlight=False)
         self._refresh()
 

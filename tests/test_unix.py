@@ -249,3 +249,26 @@ def test_crontab_line_from_readme(speech, dw_env, tmp_path):
     assert [(e["event"], e.get("status")) for e in events] == [
         ("file", "ok"), ("summary", None), ("file", "skipped"), ("summary", None)]
     assert "horizon" in pysrt.open(str(videos / "clip0.srt")).text.lower()
+
+
+def test_a_decoding_worker_keeps_a_lost_handover_off_the_terminal(capsys, monkeypatch):
+    """An interrupted dw can stop reading while a worker hands it a tensor; the worker's
+    hand-over thread then fails with ConnectionResetError (CI saw it printed after dw's last
+    line).  Workers say nothing of it, one line of anything else, everything with DW_DEBUG=1."""
+    from dwcli.batching import _worker_excepthook
+
+    def raised(error):
+        try:
+            raise error
+        except BaseException as caught:
+            return type(caught), caught, caught.__traceback__
+
+    monkeypatch.delenv("DW_DEBUG", raising=False)
+    _worker_excepthook(*raised(ConnectionResetError(104, "Connection reset by peer")))
+    _worker_excepthook(*raised(EOFError()))
+    assert capsys.readouterr().err == ""
+    _worker_excepthook(*raised(ValueError("odd")))
+    assert capsys.readouterr().err == "dw: decoding worker: ValueError: odd\n"
+    monkeypatch.setenv("DW_DEBUG", "1")
+    _worker_excepthook(*raised(ConnectionResetError(104, "Connection reset by peer")))
+    assert "Traceback" in capsys.readouterr().err
