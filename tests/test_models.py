@@ -50,3 +50,44 @@ def test_a_damaged_memory_is_ignored(probes, tmp_path):
     (tmp_path / "hub-unreachable.json").write_text("{not json")
     models.resolve_model(None, "cpu")
     assert probes == [(models.DEFAULT_CPU_MODEL, True)]
+
+
+def _hub_snapshot(cache, repo_id: str, files=("config.json", "tokenizer.json", "model.safetensors")):
+    """A hub cache entry in huggingface_hub's documented layout."""
+    folder = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = folder / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0123abcd")
+    for name in files:
+        (snapshot / name).write_text("{}")
+    return snapshot
+
+
+def test_a_cached_hub_model_is_found_without_the_hub_client(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    snapshot = _hub_snapshot(tmp_path, "org/whole")
+    _hub_snapshot(tmp_path, "org/partial", files=("config.json", "model.safetensors"))
+    assert models._from_hub("org/whole", probe=False) == snapshot
+    for repo_id in ("org/partial", "org/absent"):
+        with pytest.raises(models.ModelLoadError, match=f"^cannot load model {repo_id}: not cached$"):
+            models._from_hub(repo_id, probe=False)
+
+
+def test_a_remembered_unreachable_default_does_not_import_the_hub_client(dw_env, tmp_path):
+    """The start-up path of a run on the offline model stays off huggingface_hub's client
+    (0.1-0.2 s to import)."""
+    import subprocess
+    import sys
+
+    memory = tmp_path / "hub-unreachable.json"  # not the session cache's: other tests probe
+    script = (f"import sys, pathlib; from dwcli import models; models._unreachable_path = lambda: pathlib.Path({str(memory)!r}); "
+              "models._remember_unreachable(models.DEFAULT_CPU_MODEL); "
+              "resolved = models.resolve_model(None, 'cpu'); "
+              "print(resolved.model_id, 'huggingface_hub.hf_api' in sys.modules)")
+    env = {**dw_env, "HF_HUB_CACHE": str(tmp_path / "hub")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [models.OFFLINE_MODEL, "False"]

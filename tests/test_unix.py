@@ -61,6 +61,22 @@ def test_flac_piped_in_gives_only_srt_on_stdout(jfk, dw_env, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "out.srt"]  # no record, no stdin.srt
 
 
+def test_results_on_stdout_survive_a_reader_that_leaves_or_a_full_disk(jfk, dw_env, tmp_path):
+    """dw ends by flushing its streams itself (then skips the interpreter's teardown): a
+    reader that stops early is not an error; a full disk behind ``>`` is, in one line."""
+    source = shlex.quote(str(jfk["path"]))
+    early = shell(f"dw transcribe {source} --stdout --model offline:tiny.en | head -c 3", dw_env, tmp_path)
+    assert early.returncode == 0, early.stderr.decode()
+    assert early.stdout == b"And"
+    assert "Traceback" not in early.stderr.decode() and "Exception ignored" not in early.stderr.decode()
+    if not Path("/dev/full").exists():
+        return
+    full = shell(f"dw transcribe {source} --stdout --model offline:tiny.en > /dev/full", dw_env, tmp_path)
+    assert full.returncode == 1
+    assert f"Error: {jfk['path']}: cannot write output (No space left on device)" in full.stderr.decode()
+    assert "Traceback" not in full.stderr.decode()
+
+
 def test_wav_piped_in_as_ffmpeg_writes_it_with_json_log(speech, dw_env, tmp_path):
     """``ffmpeg -f wav -`` leaves the WAV sizes unknown; read from a real (unseekable) pipe."""
     from dwcli.audio import load_audio
