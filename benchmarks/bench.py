@@ -29,7 +29,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from data import SETS, default_data_dir, load_items  # noqa: E402
 from measure import run_system  # noqa: E402
-from report import header_lines, ratios_table, record, results_table  # noqa: E402
+from report import corpus_table, header_lines, ratios_table, record, results_table  # noqa: E402
 from systems import KINDS, build_specs  # noqa: E402
 
 OFFLINE_MODEL = "offline:tiny.en"
@@ -124,6 +124,9 @@ def _section(name: str, items, results, args) -> list[str]:
              "start to exit, what a user waits for; `run s`: transcription alone. WER over the files with a "
              "reference (Whisper's English normaliser, jiwer), insertions, deletions and repeated 5-grams summed "
              "over them.", "", results_table(results, nonspeech), ""]
+    by_corpus = corpus_table(results)
+    if by_corpus:
+        lines += ["WER per corpus:", "", by_corpus, ""]
     ratios = ratios_table(results)
     if ratios:
         lines += ["dw relative to the others (speed ratio > 1: dw faster; WER difference < 0: dw more accurate):", "",

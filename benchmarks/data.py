@@ -59,8 +59,10 @@ def _manifest(data_dir: Path) -> list[dict]:
 
 
 def _item(data_dir: Path, row: dict) -> Item:
+    corpus, split = row.get("corpus", ""), row.get("split", "")
+    corpus = f"{corpus} {split}" if split and split not in corpus else corpus  # LibriSpeech test-other
     return Item(row["id"], str((data_dir / row["audio"]).resolve()), row["text"], float(row["duration"]),
-                row["set"], row.get("corpus", ""))
+                row["set"], corpus)
 
 
 def _digest(*parts) -> str:

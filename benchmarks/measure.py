@@ -110,6 +110,7 @@ class Result:
     error: str = ""
     texts: dict = field(default_factory=dict)
     score: object = None  # dwcli.evaluate.Score over the items with a reference
+    by_corpus: dict = field(default_factory=dict)  # corpus -> its Score
     nonspeech_words: int = 0  # words written on items with no reference
     nonspeech_s: float = 0.0
 
@@ -188,7 +189,9 @@ def run_system(spec: SystemSpec, items: list[Item], args, workdir: Path) -> Resu
     for item in items:
         text = result.texts.get(item.id, "")
         if item.text:
-            total.add(score(item.text, text, audio_s=item.duration))
+            scored = score(item.text, text, audio_s=item.duration)
+            total.add(scored)
+            result.by_corpus.setdefault(item.corpus, Score()).add(scored)
         else:
             result.nonspeech_words += len(text.split())
             result.nonspeech_s += item.duration

@@ -37,6 +37,22 @@ def results_table(results: list[Result], nonspeech: bool) -> str:
     return "\n".join(lines)
 
 
+def corpus_table(results: list[Result]) -> str:
+    """WER per corpus (and split), one column per system: a set's total can hide a corpus
+    where one system is worse.  Empty when the set has one corpus."""
+    scored = [r for r in results if r.ok and r.by_corpus]
+    corpora = sorted({corpus for r in scored for corpus in r.by_corpus})
+    if len(corpora) < 2:
+        return ""
+    lines = ["| corpus | words | " + " | ".join(f"{r.spec.name} WER %" for r in scored) + " |",
+             "|---|---:|" + "---:|" * len(scored)]
+    for corpus in corpora:
+        words = max(r.by_corpus[corpus].words for r in scored if corpus in r.by_corpus)
+        cells = [f"{r.by_corpus[corpus].wer:.2f}" if corpus in r.by_corpus else "" for r in scored]
+        lines.append(f"| {corpus or '(none)'} | {words} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def ratios_table(results: list[Result]) -> str:
     """dw's rows against every other row: speed (whole process and run only) and WER."""
     dws = [r for r in results if r.ok and r.spec.kind == "dw" and not r.spec.name.startswith("dw@base")]
