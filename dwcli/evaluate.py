@@ -31,12 +31,21 @@ class Reference:
     language: str = "en"
 
 
+def _reference_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+
+
 def load_references(data: Path) -> list[Reference]:
     """The recordings and reference texts of a manifest or a folder; UsageError when there
     are none or a line is malformed (naming the line)."""
     if data.is_dir():
         references = [
-            Reference(path, path.with_suffix(".txt").read_text(encoding="utf-8").strip())
+            Reference(path, _reference_text(path.with_suffix(".txt")))
             for path in sorted(data.rglob("*"))
             if path.suffix.lower().lstrip(".") in MEDIA_EXTENSIONS and path.with_suffix(".txt").is_file()
         ]
