@@ -92,7 +92,7 @@ def measure(out: Path, layers: list[int]) -> str:
     # Speculative decoding promises the teacher's own greedy tokens at the precision it runs
     # in; the assisted teacher keeps its output projection in float32 where the teacher alone
     # may use a bfloat16 copy (precision.py), so tokens are compared with both in float32.
-    teacher_f32, _ = run(Engine.load(teacher, "cpu", dtype="float32"), one)
+    teacher_f32, teacher_f32_s = run(Engine.load(teacher, "cpu", dtype="float32"), one)
     audio = teacher_eval.total.audio_s
     rows.append(("teacher tiny.en (4 decoder layers)", teacher_eval.total, teacher_s, "", "", ""))
     for count in layers:
@@ -105,12 +105,13 @@ def measure(out: Path, layers: list[int]) -> str:
         spec_f32, _ = run(Engine.load(teacher, "cpu", dtype="float32", assistant=student), one)
         same = sum(a[2] == b[2] for a, b in zip(spec_f32.files, teacher_f32.files))
         rows.append((f"student, {count} decoder layers", evaluation.total, seconds,
-                     f"{stats.acceptance_rate:.1%}", f"{teacher_one_s / spec_s:.2f}x",
+                     f"{stats.acceptance_rate:.1%}", f"{teacher_one_s / spec_s:.2f}x / {teacher_f32_s / spec_s:.2f}x",
                      f"{same} of {len(teacher_f32.files)}"))
     lines = [f"Dev split: {len(references)} recordings, {audio / 60:.1f} min; CPU threads {torch.get_num_threads()}, "
              f"load average {os.getloadavg()[0]:.1f}.", "",
              "| model | dev WER % | ins | del | x real time (batch 16) | speed vs teacher | as the teacher's assistant: "
-             "drafts accepted | speed-up at batch 1 | transcripts = teacher's (float32) |",
+             "drafts accepted | speed-up at batch 1 (vs the teacher at its default / in float32) | "
+             "transcripts = teacher's (float32) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, score, seconds, accepted, speedup, same in rows:
         lines.append(f"| {name} | {score.wer:.2f} | {score.insertions} | {score.deletions} | {audio / seconds:.1f} | "

@@ -63,9 +63,14 @@ THREADS=$(( $(nproc) > 8 ? 8 : $(nproc) ))
 log "model $MODEL, systems $SYSTEMS, $THREADS CPU threads, output in $OUT"
 
 status=0
+# The GPU-only tests first (precision plans, flash-attention, out of memory): about a minute.
+if "$PY" -c "import pytest" 2>/dev/null; then
+    timeout 120 "$PY" -m pytest -q -m gpu tests >> "$OUT/gpu.log" 2>&1 && log "pytest -m gpu passed" \
+        || log "pytest -m gpu FAILED or timed out (see gpu.log)"
+fi
 timeout 270 "$PY" benchmarks/bench.py \
-    --device cuda --model "$MODEL" --set all --warmup --threads "$THREADS" --workers 4 \
-    --systems "$SYSTEMS" --dw-variants "bs16-bf16,bs32-bf16,bs64-bf16,bs32-fp16" \
+    --device cuda --model "$MODEL" --set all --threads "$THREADS" \
+    --systems "$SYSTEMS" --dw-variants "bs16-bf16-w4,bs32-bf16-w4,bs64-bf16-w4,bs32-fp16-w4" \
     --hf-dtype float16 --hf-batch-size 16 --fw-compute-type float16 \
     --json "$OUT/gpu.json" > "$OUT/gpu.md" 2>> "$OUT/gpu.log" || status=$?
 [ "$status" = 124 ] && log "bench.py ran past 270 s and was stopped"

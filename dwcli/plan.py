@@ -106,8 +106,8 @@ def _devices(choice: ModelChoice, rank) -> list[str]:
     if choice.devices:
         return parse_devices(choice.devices)
     device = pick_device(choice.device)
-    if rank is not None and choice.device == "auto" and device.startswith("cuda"):
-        device = f"cuda:{rank.local_rank}"  # one GPU per rank on its machine
+    if rank is not None and device == "cuda":  # --device auto or cuda, no index: one GPU per rank
+        device = f"cuda:{rank.local_rank}"
     return [device]
 
 

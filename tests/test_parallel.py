@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 
 from dwcli.parallel import Rank, shard
 
@@ -94,3 +95,16 @@ def test_ranks_split_the_inputs_and_agree_on_the_exit_status(speech, dw_env, tmp
 def test_ranks_exit_0_when_every_file_succeeds(speech, dw_env, tmp_path):
     folder = _inputs(speech, tmp_path / "in", bad=False)
     assert [status for status, _ in _launch(folder, tmp_path / "out", dw_env)] == [0, 0]
+
+
+@pytest.mark.parametrize("requested, expected", [("auto", "cuda:3"), ("cuda", "cuda:3"), ("cuda:1", "cuda:1"),
+                                                 ("cpu", "cpu")])
+def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch, requested, expected):
+    """Under torchrun, --device auto or cuda means this rank's GPU (cuda:LOCAL_RANK); an
+    explicit index is kept (checked without a GPU: the device lookup is made up)."""
+    from dwcli import engine, plan
+    from dwcli.parallel import Rank
+
+    monkeypatch.setattr(engine, "pick_device", lambda name: "cuda" if name == "auto" else name)
+    choice = plan.ModelChoice(None, None, requested, None, "auto", "auto", "auto")
+    assert plan._devices(choice, Rank(3, 8, 3)) == [expected]

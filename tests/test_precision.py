@@ -113,3 +113,28 @@ def test_the_real_gpu_transcribes_real_speech_with_its_own_plan(jfk, dw_env, tmp
     else:
         text = (tmp_path / "jfk.txt").read_text()
     assert word_error_rate(jfk["text"], text) < 0.1
+
+
+def test_gpu_sh_passes_bench_only_options_it_has():
+    """benchmarks/gpu.sh runs once, on a lent GPU, with no second try: its bench.py command
+    line must parse here."""
+    import re
+    import shlex
+    import sys
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    script = (benchmarks / "gpu.sh").read_text()
+    command = re.search(r'benchmarks/bench\.py \\\n(.*?)--json', script, re.S).group(1)
+    arguments = shlex.split(command.replace("\\\n", " ").replace('"$MODEL"', "offline:tiny.en")
+                            .replace('"$THREADS"', "8").replace('"$SYSTEMS"', "dw,hf"))
+    sys.path.insert(0, str(benchmarks))
+    try:
+        from bench import parse_args
+        from systems import dw_arguments
+
+        args = parse_args(arguments)
+        for variant in args.dw_variants.split(","):
+            dw_arguments(variant)
+    finally:
+        sys.path.remove(str(benchmarks))
