@@ -8,7 +8,6 @@ file's timeline, edges onto the speech, splits at pauses) is ``refine``'s.
 
 from __future__ import annotations
 
-import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ from .decoding.runtime import DecoderRuntime
 from .decoding.speculative import DraftRuntime, SpeculativeSearch, load_assistant, teacher_states
 from .errors import ModelLoadError, UsageError
 from .models import ResolvedModel
-from .precision import PrecisionPlan, describe, plan_precision
+from .precision import PrecisionPlan, describe, plan_precision, quantize_linears
 from .segments import Segment, segments_from_tokens
 
 # Whisper often stops a window early when its last phrase runs on past the window; when it
@@ -81,16 +80,6 @@ def is_silent(samples: np.ndarray) -> bool:
     return len(samples) == 0 or float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS
 
 
-def _quantize(module) -> None:
-    """Dynamic int8 Linear layers, in place.  torch marks its eager quantization deprecated
-    and warns on every use: noise in a user's log, so silenced."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
 def load_network(resolved: ResolvedModel, plan: PrecisionPlan):
     """The checkpoint's network on the plan's device in the plan's dtypes; ModelLoadError."""
     import torch
@@ -134,7 +123,7 @@ class Engine:
             # shares this model's (the audio is encoded once).
             assistant_model = load_assistant(assistant, model, plan.device, getattr(torch, plan.compute_dtype))
         for part in plan.int8:
-            _quantize(getattr(model.model, part))
+            quantize_linears(getattr(model.model, part))
         self.model = model
         self.n_mels = model.config.num_mel_bins
         generation = model.generation_config
@@ -151,7 +140,7 @@ class Engine:
             # The assistant drafts, the model checks: the model's own greedy tokens, sooner.
             self.greedy = SpeculativeSearch(self.runtime, DraftRuntime(
                 assistant_model, self.special, generation.suppress_tokens, generation.begin_suppress_tokens,
-                int8=on_cpu, shared_encoder=model.model.encoder,
+                int8=plan.draft_int8, shared_encoder=model.model.encoder,
                 encoder_micro_batch=_CPU_ENCODER_MICRO_BATCH if on_cpu else 0,
             ))
         self.aligner = WordAligner(self.runtime, self.alignment_heads, self.decode_text)

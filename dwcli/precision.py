@@ -75,6 +75,7 @@ class PrecisionPlan:
     projection: str | None = None  # the copies the decoder reads every step; None: the weights' dtype
     decoder: str | None = None  # the decoder's own dtype where it differs from the weights'
     int8: tuple[str, ...] = ()  # "encoder", "decoder": their Linear layers in dynamic int8
+    draft_int8: bool = False  # an assistant's decoder and projection in int8 (drafts need not be exact)
     attention: str = "sdpa"  # the encoder's attention kernel: sdpa, eager or flash_attention_2
 
     @property
@@ -154,11 +155,25 @@ def plan_precision(accelerator: Accelerator, dtype: str = "auto", quantize: str 
     if requested == "float16":
         # CPUs have no fast float16 matmuls; weights stay float32, the encoder under autocast.
         return PrecisionPlan(device, "float32", encoder_autocast="float16" if not int8 else None, int8=int8,
-                             attention=attention)
+                             attention=attention, draft_int8=assistant)
     if requested == "bfloat16":
         # Weights stay float32 (the decoder's small matmuls are slower in bfloat16 on CPUs);
         # the encoder runs under bfloat16 autocast, and the step's big reads (projection,
         # cross-attention) use bfloat16 copies: only the argmax of the logits matters.
         return PrecisionPlan(device, "float32", encoder_autocast=None if int8 else "bfloat16",
-                             projection=None if assistant else "bfloat16", int8=int8, attention=attention)
-    return PrecisionPlan(device, "float32", int8=int8, attention=attention)
+                             projection=None if assistant else "bfloat16", int8=int8, attention=attention,
+                             draft_int8=assistant)
+    return PrecisionPlan(device, "float32", int8=int8, attention=attention, draft_int8=assistant)
+
+
+def quantize_linears(module, inplace: bool = True):
+    """``module``'s Linear layers in dynamic int8 (the one place dw quantizes).  torch marks
+    its eager quantization deprecated and warns on every use: noise in a user's log, so
+    silenced."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=inplace)

@@ -43,6 +43,7 @@ class _FileCursor:
     pieces: Iterator
     report: DecodeReport = field(default_factory=DecodeReport)
     source_stamp: tuple[int, int] | None = None
+    label: str = ""  # the file as messages name it
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     buffer_offset: int = 0  # stream position (samples) of buffer[0]
     stream_length: int = 0  # stream samples read so far
@@ -145,6 +146,25 @@ class FileTranscribed:
     decoding: dict | None = None
 
 
+def _decode_fitting(engine, windows, contexts, options) -> list:
+    """The engine's results for ``windows``; when the device runs out of memory, the two
+    halves one after the other, so that nothing is lost (None for a window that does not fit
+    even alone: its file fails, the others go on)."""
+    import torch
+
+    try:
+        features = log_mel_batch([window.samples for window in windows], engine.n_mels)
+        return engine.transcribe(features, windows, options, previous=contexts)
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(windows) == 1:
+            return [None]
+        half = len(windows) // 2
+        return (_decode_fitting(engine, windows[:half], contexts[:half], options)
+                + _decode_fitting(engine, windows[half:], contexts[half:], options))
+
+
 def sequential_transcripts(media_files, engine, options, batch_size: int, vad: VadOptions = VadOptions(),
                            allow_partial: bool = False) -> Iterator[FileTranscribed | FileFailed]:
     """Transcribe ``media_files`` (a list of ``(file_index, MediaFile)``) sequentially,
@@ -160,7 +180,7 @@ def sequential_transcripts(media_files, engine, options, batch_size: int, vad: V
             speech, report = SpeechFilter(vad), DecodeReport()
             stamp = source_stamp(media)
             cursor = _FileCursor(file_index, speech, speech.pieces(decode_blocks(media.source, report, allow_partial)),
-                                 report, stamp)
+                                 report, stamp, media.label)
             cursor.tokens = list(engine.prompt_tokens(options.initial_prompt))
             active.append(cursor)
         windows, cursors = [], []
@@ -180,9 +200,13 @@ def sequential_transcripts(media_files, engine, options, batch_size: int, vad: V
                 cursors.append(cursor)
         if not windows:
             continue
-        features = log_mel_batch([window.samples for window in windows], engine.n_mels)
-        results = engine.transcribe(features, windows, options, previous=[cursor.context for cursor in cursors])
+        results = _decode_fitting(engine, windows, [cursor.context for cursor in cursors], options)
         for cursor, window, result in zip(cursors, windows, results):
+            if result is None:
+                active.remove(cursor)
+                yield FileFailed(cursor.file_index, f"{cursor.label}: out of memory on {engine.device} with a single "
+                                                    "window")
+                continue
             kept, kept_tokens, step = _advance(window, result.tokens, result.segments, engine.special.timestamp_begin)
             cursor.segments.extend(refine.settle(window, kept, options.word_timestamps))
             if result.language:

@@ -105,3 +105,25 @@ def test_damage_in_the_middle_is_skipped_and_counted(tmp_path, jfk):
     report = DecodeReport()
     samples = sum(len(block) for block in decode_blocks(damaged, report))
     assert samples > 10.5 * SAMPLE_RATE and report.skipped_packets >= 1 and not report.short
+
+
+def test_a_file_that_decodes_to_nothing_is_an_error_unless_its_header_is_audio(tmp_path):
+    """FFmpeg picks its demuxer by the extension too: text or random bytes named .flac open
+    and decode to no samples. That is an error (it was transcribed as an empty success); a
+    valid WAV header with zero frames is empty audio."""
+    import os
+    import wave
+
+    from dwcli.audio import decode_blocks
+    from dwcli.errors import MediaError
+
+    (tmp_path / "text.flac").write_text("this is not audio\n")
+    (tmp_path / "noise.flac").write_bytes(os.urandom(5000))
+    for name in ("text.flac", "noise.flac"):
+        path = tmp_path / name
+        with pytest.raises(MediaError) as raised:
+            list(decode_blocks(str(path)))
+        assert str(raised.value) == f"{path}: no audio could be decoded (not a media file, or damaged)"
+    with wave.open(str(tmp_path / "empty.wav"), "wb") as empty:
+        empty.setnchannels(1), empty.setsampwidth(2), empty.setframerate(16000)
+    assert sum(len(block) for block in decode_blocks(str(tmp_path / "empty.wav"))) == 0

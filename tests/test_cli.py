@@ -179,3 +179,16 @@ def test_output_dir_mirrors_nested_folders(folder_run, speech):
     assert "fellow americans" in json.loads((out / "talks" / "jfk.json").read_text())["text"].lower()
     cues = pysrt.open(str(out / "talks" / "2024" / "clip.srt"))
     assert "horizon" in cues.text.lower()
+
+
+@pytest.mark.parametrize("audio_s, wall_s, expected", [
+    (11.0, 2.0, "dw: 1 ok, 0 skipped, 0 failed; 11 s of audio in 0:02 (5.5x real time)"),
+    (756.0, 12.0, "dw: 1 ok, 0 skipped, 0 failed; 12.6 min of audio in 0:12 (63.0x real time)"),
+    (4500.0, 3725.0, "dw: 1 ok, 0 skipped, 0 failed; 1.25 h of audio in 1:02:05 (1.2x real time)"),
+    (0.0, 1.0, "dw: 1 ok, 0 skipped, 0 failed"),
+], ids=["seconds", "minutes", "hours", "nothing transcribed"])
+def test_the_summary_says_audio_in_the_unit_that_reads_best(audio_s, wall_s, expected):
+    from dwcli.pipeline import RunSummary
+    from dwcli.progress import summary_line
+
+    assert summary_line(RunSummary(ok=1, audio_s=audio_s, wall_s=wall_s)) == expected

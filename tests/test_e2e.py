@@ -118,6 +118,37 @@ def test_out_of_memory_with_one_window_fails_that_file_only(engine, speech, tmp_
     assert failed[0].message == f"{speech['2412-153948-0000.flac']['path']}: out of memory on cpu with a single window"
 
 
+def test_sequential_out_of_memory_splits_the_batch_or_fails_one_file(engine, speech, tmp_path):
+    """--long-form sequential on a device that runs out of memory above 2 windows, and never
+    fits one file's window: the batch is split (nothing lost), and only that file fails."""
+    import torch
+
+    class SmallDevice:
+        def __init__(self, real):
+            self.real, self.batch_sizes = real, []
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def transcribe(self, features, windows, options, **context):
+            self.batch_sizes.append(len(windows))
+            if len(windows) > 2 or any(11 < window.duration_s < 12 for window in windows):
+                raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+            return self.real.transcribe(features, windows, options, **context)
+
+    device = SmallDevice(engine)
+    paths = [speech[name]["path"] for name in SHORT_CLIPS]
+    summary, outcomes, files = _run(device, paths, tmp_path, batch_size=8, workers=0, long_form="sequential")
+    failed = [outcome for outcome in outcomes if outcome.status == "failed"]
+    assert (summary.ok, summary.failed) == (len(SHORT_CLIPS) - 1, 1)
+    assert failed[0].message == f"{speech['2412-153948-0000.flac']['path']}: out of memory on cpu with a single window"
+    assert device.batch_sizes[0] == len(SHORT_CLIPS) and min(device.batch_sizes) == 1
+    for name, media in zip(SHORT_CLIPS, files):
+        if name != "2412-153948-0000.flac":
+            text = json.loads(media.output_path("json").read_text())["text"]
+            assert word_error_rate(speech[name]["text"], text) <= SHORT_WER_BOUND, (name, text)
+
+
 def test_a_transcript_does_not_depend_on_its_batch(engine, speech, tmp_path):
     """The default precision gives a file the same transcript alone and among other files
     (int8's one activation scale per batch did not: "usually" became "hugely")."""

@@ -33,6 +33,16 @@ def test_int8_on_request_only_and_the_assistant_keeps_a_float_decoder():
     assert assisted.int8 == ("encoder",) and assisted.compute_dtype == "float32"
 
 
+def test_the_plan_decides_the_drafts_int8_too():
+    """An assistant drafts in int8 on a CPU, whatever the model's own precision (the model
+    checks every draft); never on a GPU."""
+    for kind in (CPU, CPU_AMX):
+        for quantize in ("auto", "int8"):
+            assert plan_precision(kind, quantize=quantize, assistant=True).draft_int8
+        assert not plan_precision(kind).draft_int8
+    assert not plan_precision(A100, assistant=True).draft_int8
+
+
 def test_gpu_dtype_follows_the_generation_of_that_very_gpu():
     assert plan_precision(A100).weights == "bfloat16"
     assert plan_precision(T4).weights == "float16"  # emulated bfloat16 is not bfloat16

@@ -218,16 +218,18 @@ def test_version_names_dw_torch_onnxruntime_and_ffmpeg(dw_env):
 
 
 # Runs dw's entry point, then says on stderr which heavy libraries got imported.
+# dw's main() ends with os._exit after the atexit handlers: the probe reports from one.
 _PROBE = """
-import json, sys
+import atexit, json, sys
 sys.argv = ["dw"] + sys.argv[1:]
 from dwcli.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "transformers", "numpy", "av"})
-print(json.dumps(heavy), file=sys.stderr)
+
+def report():
+    heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "transformers", "numpy", "av"})
+    print(json.dumps(heavy), file=sys.stderr, flush=True)
+
+atexit.register(report)
+main()
 """
 
 

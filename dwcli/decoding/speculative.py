@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelLoadError
+from ..precision import quantize_linears
 from .greedy import GreedySearch
 from .options import DecodedWindow, DecodingOptions, SpecialTokens, WindowContext
 from .runtime import DecoderRuntime
@@ -150,18 +151,13 @@ class DraftRuntime(DecoderRuntime):
                  int8: bool = False, shared_encoder=None, **kwargs):
         self._projection = None
         if int8:
-            with warnings.catch_warnings():  # torch's eager quantization warns on every use
-                warnings.simplefilter("ignore")
-                torch.ao.quantization.quantize_dynamic(
-                    model.model.decoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-                if model.model.encoder is not shared_encoder:
-                    torch.ao.quantization.quantize_dynamic(
-                        model.model.encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-                weight = model.proj_out.weight.detach().float()
-                projection = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-                projection.weight = torch.nn.Parameter(weight.clone(), requires_grad=False)
-                self._projection = torch.ao.quantization.quantize_dynamic(
-                    torch.nn.Sequential(projection), {torch.nn.Linear}, dtype=torch.qint8)
+            quantize_linears(model.model.decoder)
+            if model.model.encoder is not shared_encoder:
+                quantize_linears(model.model.encoder)
+            weight = model.proj_out.weight.detach().float()
+            projection = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+            projection.weight = torch.nn.Parameter(weight.clone(), requires_grad=False)
+            self._projection = quantize_linears(torch.nn.Sequential(projection), inplace=False)
         super().__init__(model, special, suppress_tokens, begin_suppress_tokens, **kwargs)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
