@@ -154,14 +154,13 @@ def decode_blocks(source: str | Path, report: DecodeReport | None = None,
             raise MediaError(f"{name}: cannot decode audio ({_reason(error)})") from None
         decoded += pending_samples
         report.decoded_s = decoded / SAMPLE_RATE
+        damaged = f", {report.skipped_packets} damaged packet(s) skipped" if report.skipped_packets else ""
         if decoded == 0 and (not stream.codec_context.sample_rate or report.skipped_packets):
             # FFmpeg picks a demuxer by the extension too: a text file named .flac opens, with
             # no sample rate, and decodes to nothing.  A valid header with no frames (an
             # empty WAV) is empty audio, not an error.
-            damaged = f", {report.skipped_packets} damaged packet(s) skipped" if report.skipped_packets else ""
             raise MediaError(f"{name}: no audio could be decoded (not a media file, or damaged{damaged})")
         if report.short and not allow_partial:
-            damaged = f", {report.skipped_packets} damaged packet(s) skipped" if report.skipped_packets else ""
             raise MediaError(f"{name}: decoded {report.decoded_s:.1f} s of the {report.declared_s:.1f} s its "
                              f"container declares (truncated, damaged or still being written{damaged}); "
                              "--allow-partial transcribes what there is")

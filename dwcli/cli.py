@@ -555,13 +555,12 @@ def evaluate(
         _prepare_process()
         from dataclasses import replace
 
-        from .engine import Engine, default_batch_size, pick_device
-        from .plan import default_workers
+        from .engine import Engine, pick_device
+        from .plan import batch_size_for, check_assistant, default_workers
 
-        if assistant and beam_size > 1:
-            raise UsageError("--assistant decodes greedily: it cannot be combined with --beam-size")
+        check_assistant(assistant, options.decoding)
         device_name = pick_device(device)
-        options = replace(options, batch_size=1 if assistant else options.batch_size or default_batch_size(device_name),
+        options = replace(options, batch_size=batch_size_for(assistant, options.batch_size, device_name),
                           workers=options.workers if options.workers >= 0 else default_workers(device_name, None))
         resolved = resolve_model(model, device_name)
         reporter = _reporter(quiet or as_json, log_json)

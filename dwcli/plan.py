@@ -143,16 +143,28 @@ def default_workers(device: str, rank) -> int:
     return 1 if cores > 1 else 0
 
 
+def check_assistant(assistant: str | None, decoding) -> None:
+    """UsageError for decoding options an assistant cannot serve (``dw transcribe``, ``dw eval``)."""
+    if assistant and decoding.beam_size > 1:
+        raise UsageError("--assistant decodes greedily: it cannot be combined with --beam-size")
+
+
+def batch_size_for(assistant: str | None, requested: int, device: str) -> int:
+    """Windows per model call: 1 with an assistant (speculation pays at batch size 1: each
+    step of the model reads all its weights for one token), else ``requested`` (0: auto)."""
+    from .engine import default_batch_size
+
+    return 1 if assistant else requested or default_batch_size(device)
+
+
 def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, stdin=None) -> RunPlan:
     """Check everything and decide everything a run needs; raises UsageError and
     ModelLoadError."""
-    from .engine import default_batch_size
     from .parallel import launched_rank, shard
     from .resume import Recipe, Resume
 
     check_requests(choice.dtype, choice.quantize, choice.attention)
-    if choice.assistant and options.decoding.beam_size > 1:
-        raise UsageError("--assistant decodes greedily: it cannot be combined with --beam-size")
+    check_assistant(choice.assistant, options.decoding)
     arguments = gather_arguments(inputs, stdin)
     found = discover(arguments, inputs.output_dir)
     to_stdout = _to_stdout(inputs, arguments, found, options.formats)
@@ -168,8 +180,7 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
     options = replace(
         options,
         to_stdout=to_stdout,
-        # Speculation pays at batch size 1 (each step of the model reads all its weights for one token).
-        batch_size=1 if choice.assistant else options.batch_size or default_batch_size(devices[0]),
+        batch_size=batch_size_for(choice.assistant, options.batch_size, devices[0]),
         workers=options.workers if options.workers >= 0 else default_workers(devices[0], rank),
     )
     settled = [FileOutcome(MediaFile(item.argument, Path(item.argument)), "failed", item.message)

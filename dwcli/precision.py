@@ -152,19 +152,18 @@ def plan_precision(accelerator: Accelerator, dtype: str = "auto", quantize: str 
         "bfloat16" if dtype == "auto" else _dtype(dtype))
     int8 = ("encoder",) if assistant else ("encoder", "decoder")
     int8 = int8 if quantize == "int8" else ()
+    # Every CPU plan: float32 weights; an assistant drafts in int8 (the model checks each draft).
+    cpu = dict(int8=int8, attention=attention, draft_int8=assistant)
     if requested == "float16":
         # CPUs have no fast float16 matmuls; weights stay float32, the encoder under autocast.
-        return PrecisionPlan(device, "float32", encoder_autocast="float16" if not int8 else None, int8=int8,
-                             attention=attention, draft_int8=assistant)
+        return PrecisionPlan(device, "float32", encoder_autocast="float16" if not int8 else None, **cpu)
     if requested == "bfloat16":
         # Weights stay float32 (the decoder's small matmuls are slower in bfloat16 on CPUs);
         # the encoder runs under bfloat16 autocast, and the step's big reads (projection,
         # cross-attention) use bfloat16 copies: only the argmax of the logits matters.
         return PrecisionPlan(device, "float32", encoder_autocast=None if int8 else "bfloat16",
-                             projection=None if assistant else "bfloat16", int8=int8, attention=attention,
-                             draft_int8=assistant)
-    return PrecisionPlan(device, "float32", int8=int8, attention=attention, draft_int8=assistant)
-
+                             projection=None if assistant else "bfloat16", **cpu)
+    return PrecisionPlan(device, "float32", **cpu)
 
 def quantize_linears(module, inplace: bool = True):
     """``module``'s Linear layers in dynamic int8 (the one place dw quantizes).  torch marks
