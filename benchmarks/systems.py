@@ -61,13 +61,15 @@ def dw_arguments(variant: str) -> tuple[list[str], str]:
             arguments += ["--beam-size", token[4:]]
         elif token.startswith("w") and token[1:].isdigit():
             arguments += ["--workers", token[1:]]
+        elif token.startswith("sil") and token[3:].isdigit():
+            arguments += ["--vad-min-silence-ms", token[3:]]
         elif token in ("ts", "txt"):
             fmt = "json" if token == "ts" else "txt"
         elif token in _FLAGS:
             arguments += _FLAGS[token]
         else:
             raise SystemExit(f"bench.py: dw variant {variant!r}: unknown token {token!r} "
-                             f"(expected default, bs<N>, beam<N>, w<N>, ts, txt, {', '.join(_FLAGS)})")
+                             f"(expected default, bs<N>, beam<N>, w<N>, sil<N>, ts, txt, {', '.join(_FLAGS)})")
     return arguments, fmt
 
 

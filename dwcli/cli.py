@@ -830,7 +830,7 @@ def distill_train(
         evaluation = _references("--eval", eval_data) if eval_data is not None else None
         result = train(resolved.path, _required("--student", student), _required("--labels", labels),
                        _required("--out", out), options, evaluation, TrainReporter(quiet=quiet))
-        if not quiet:
+        if not quiet and result.main_process:
             print(f"dw: trained {out}: {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}",
                   file=sys.stderr)
         return ExitStatus.OK

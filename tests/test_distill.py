@@ -104,3 +104,123 @@ def test_bad_input_is_one_line_and_exit_2(case, manifest, offline_model, tmp_pat
     result = invoke("distill", "--teacher", teacher, "--train", data, "--out", str(tmp_path / "out"),
                     "--decoder-layers", layers, "--device", "cpu")
     assert (result.exit_code, result.stderr) == (2, expected)
+
+
+def test_labels_cut_by_a_kill_are_dropped_and_the_file_repaired(tmp_path):
+    from dwcli.distill.label import LABELS, _repair, read_labels
+
+    def lines(recording, windows):
+        return [json.dumps({"id": f"{recording}-{index}", "recording": recording, "window": index,
+                            "windows": windows, "tokens": [1, 2], "kept": True}) + "\n" for index in range(windows)]
+
+    whole = lines("a", 2) + lines("b", 1)
+    # The kill came while "c" was written: one of its three lines whole, the next cut short.
+    cut = lines("c", 3)
+    (tmp_path / LABELS).write_text("".join(whole) + cut[0] + cut[1][:20])
+    assert [line["recording"] for line in read_labels(tmp_path)] == ["a", "a", "b"]
+    _repair(tmp_path)
+    assert (tmp_path / LABELS).read_text() == "".join(whole)
+    # Lines missing without a cut line (the write stopped at a line's end) are dropped too.
+    (tmp_path / LABELS).write_text("".join(whole) + cut[0])
+    _repair(tmp_path)
+    assert (tmp_path / LABELS).read_text() == "".join(whole)
+
+
+def test_a_label_run_after_a_kill_labels_the_cut_recording_again(distilled, manifest, tmp_path):
+    _, out = distilled
+    labels = tmp_path / "labels"
+    shutil.copytree(out / ".distill" / "labels", labels)
+    text = (labels / "labels.jsonl").read_text()
+    last = json.loads(text.splitlines()[-1])["recording"]
+    (labels / "labels.jsonl").write_text(text[: len(text) - 10])  # the last line cut by a kill
+    result = invoke("distill", "label", "--teacher", "offline:tiny.en", "--train", str(manifest), "--out",
+                    str(labels), "--augment", "clean,speed1.1", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("dw: labelled ") == 1  # only the recording the kill cut
+    after = [json.loads(line) for line in (labels / "labels.jsonl").read_text().splitlines()]
+    assert sorted(line["id"] for line in after) == sorted(json.loads(line)["id"] for line in text.splitlines())
+    assert sum(line["recording"] == last for line in after) == after[-1]["windows"]
+
+
+class _CountingExamples:
+    """Stand-in examples for the batch order alone: each draws twice, as real ones do."""
+
+    class special:
+        end_of_text = 0
+
+    def __init__(self, count):
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def example(self, index, draw):
+        import torch
+
+        return [index + 1, round(draw.random() * 1000) + 1], [index + 1, round(draw.random() * 1000) + 1], torch.zeros(1)
+
+
+@pytest.mark.parametrize("examples", [3, 8, 11, 17])
+def test_each_process_under_accelerate_launch_trains_on_its_own_share(examples):
+    from dwcli.distill.train import TrainOptions, _batches, batches_per_epoch
+
+    options = TrainOptions(batch_size=2)
+    alone = [inputs.tolist() for inputs, _, _ in _batches(_CountingExamples(examples), options, epoch=1)]
+    assert len(alone) == batches_per_epoch(examples, 2, 1)
+    shares = [[inputs.tolist() for inputs, _, _ in _batches(_CountingExamples(examples), options, 1, rank, 2)]
+              for rank in (0, 1)]
+    # The same batches (and draws) as one process would train on, dealt out in turn; each
+    # process takes as many steps as the other.
+    assert len(shares[0]) == len(shares[1]) == batches_per_epoch(examples, 2, 2)
+    if len(alone) < 2:  # fewer batches than processes: each still takes a step
+        assert len(shares[0]) == 1 and shares[0] == alone
+        return
+    dealt = [batch for pair in zip(*shares) for batch in pair]
+    assert dealt == alone[: len(dealt)] and len(alone) - len(dealt) <= 1
+
+
+def test_two_processes_under_torchrun_train_one_student(distilled, dw_env, tmp_path):
+    """The multi-process path for real: two CPU processes (gloo), each on its own share."""
+    import subprocess
+    import sys
+
+    _, out = distilled
+    target = tmp_path / "two"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dwcli",
+         "distill", "train", "--teacher", "offline:tiny.en", "--student", str(out / ".distill" / "student-init"),
+         "--labels", str(out / ".distill" / "labels"), "--out", str(target), "--steps", "4", "--batch-size", "2",
+         "--warmup-steps", "1", "--checkpoint-steps", "2"],
+        env={**dw_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stderr.count("dw: trained ") == 1  # the main process alone reports
+    checkpoint = target / ".distill" / "checkpoint"
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    assert json.loads((checkpoint / "dw_state.json").read_text())["step"] == 4
+    assert json.loads((target / "config.json").read_text())["decoder_layers"] == 2
+
+
+def test_training_killed_mid_run_resumes_from_its_last_checkpoint(distilled, dw_env, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    _, out = distilled
+    target = tmp_path / "killed"
+    command = ["dw", "distill", "train", "--teacher", "offline:tiny.en", "--student",
+               str(out / ".distill" / "student-init"), "--labels", str(out / ".distill" / "labels"),
+               "--out", str(target), "--batch-size", "2", "--checkpoint-steps", "2"]
+    state = target / ".distill" / "checkpoint" / "dw_state.json"
+    process = subprocess.Popen([*command, "--steps", "400"], env=dw_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (state.is_file() and json.loads(state.read_text())["step"] >= 4) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert 4 <= killed_at < 400
+    again = subprocess.run([*command, "--steps", str(killed_at + 2)], env=dw_env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed at step {killed_at} of {killed_at + 2}" in again.stderr
+    assert json.loads(state.read_text())["step"] == killed_at + 2

@@ -11,8 +11,10 @@ What is written, into ``out``: ``labels.jsonl`` (one line per window: its tokens
 recording, the augmentation, the recording's WER, whether it is kept) and, because the
 encoder is frozen and shared with the student, each window's encoder output in
 ``states/<id>.safetensors`` (float16), so training never runs the encoder.  A recording's
-lines are written after its states, all at once, so a run killed midway resumes with the
-recordings it had not finished.
+lines are written after its states, all at once, and each says how many windows its
+recording has: a run killed midway resumes with the recordings it had not finished, and a
+recording whose lines the kill cut short (a line half written, or lines missing) is dropped
+from the file and labelled again.
 """
 
 from __future__ import annotations
@@ -43,17 +45,43 @@ def _key(source: str, spec: str) -> str:
     return hashlib.sha256(f"{source}|{spec}".encode()).hexdigest()[:16]
 
 
-def read_labels(folder: Path) -> list[dict]:
-    path = folder / LABELS
-    if not path.is_file():
-        return []
+def _parse(text: str) -> list[dict]:
     lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             lines.append(json.loads(line))
         except json.JSONDecodeError:
             break  # a line cut by a kill: it and what follows are redone
     return lines
+
+
+def _whole(lines: list[dict]) -> list[dict]:
+    """The lines of recordings that have all their windows' lines (files written before
+    lines carried ``windows`` count their recordings as whole)."""
+    count: dict[str, int] = {}
+    for line in lines:
+        count[line["recording"]] = count.get(line["recording"], 0) + 1
+    return [line for line in lines if line.get("windows", count[line["recording"]]) == count[line["recording"]]]
+
+
+def read_labels(folder: Path) -> list[dict]:
+    """The labels of the recordings labelled to their end."""
+    path = folder / LABELS
+    return _whole(_parse(path.read_text(encoding="utf-8"))) if path.is_file() else []
+
+
+def _repair(folder: Path) -> None:
+    """Rewrite the labels file with only whole recordings' lines when a kill left more in it,
+    so that what is appended next starts on a line of its own and is read back."""
+    from ..atomic import write_atomic
+
+    path = folder / LABELS
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    whole = _whole(_parse(text))
+    if text.count("\n") != len(whole) or (text and not text.endswith("\n")):
+        write_atomic(path, "".join(json.dumps(line) + "\n" for line in whole))
 
 
 def label(references, teacher, out: Path, augmentations=("clean",), wer_threshold: float = 10.0,
@@ -79,6 +107,7 @@ def label(references, teacher, out: Path, augmentations=("clean",), wer_threshol
         raise UsageError("no training recordings")
     out.mkdir(parents=True, exist_ok=True)
     (out / STATES).mkdir(exist_ok=True)
+    _repair(out)
     done = {line["recording"] for line in read_labels(out)}
     options = DecodingOptions(timestamps=True)
     audio_total = 0.0
@@ -110,8 +139,9 @@ def label(references, teacher, out: Path, augmentations=("clean",), wer_threshol
                 kept = wer <= wer_threshold
                 lines = [json.dumps({"id": f"{recording}-{index}", "recording": recording,
                                      "source": str(reference.audio), "augmentation": spec, "window": index,
-                                     "tokens": row, "recording_wer": round(wer, 2), "kept": kept,
-                                     "language": reference.language}) for index, row in enumerate(tokens)]
+                                     "windows": len(tokens), "tokens": row, "recording_wer": round(wer, 2),
+                                     "kept": kept, "language": reference.language})
+                         for index, row in enumerate(tokens)]
                 labels.write("".join(line + "\n" for line in lines))
                 labels.flush()
                 os.fsync(labels.fileno())

@@ -9,7 +9,8 @@ trained as <|notimestamps|> text) and a share are conditioned on the text before
 ``label`` stored and only the two decoders run.
 
 It runs through accelerate: the same command trains on a CPU, a GPU (bf16) or, under
-``accelerate launch``, many.  Every ``checkpoint_steps`` the whole training state is saved,
+``accelerate launch`` or ``torchrun``, many processes, each on its own share of every
+epoch's batches, the first alone reporting, evaluating and saving.  Every ``checkpoint_steps`` the whole training state is saved,
 and a run started again with the same ``out`` resumes from it (after ``kill -9`` too).
 Every ``eval_steps`` the student is saved as a checkpoint, loaded by dw's own engine and
 measured on the evaluation data (``dw eval``); the best by WER is kept in ``out``.
@@ -75,6 +76,7 @@ class TrainResult:
     last_loss: float
     best_wer: float | None
     best_step: int | None
+    main_process: bool = True  # False in the other processes of an accelerate launch: they say nothing
 
 
 class _Examples:
@@ -120,16 +122,36 @@ class _Examples:
         return inputs, labels, states
 
 
-def _batches(examples: _Examples, options: TrainOptions, epoch: int):
-    """One epoch's batches, in an order fixed by seed and epoch."""
+def _batch_starts(examples: int, batch_size: int, world: int) -> list[int]:
+    """Where each batch of an epoch starts in its shuffled order: whole batches only (one
+    short one when there are fewer examples than a batch), as many as the ``world``
+    processes take evenly (the first repeated when there are fewer than processes)."""
+    starts = list(range(0, examples - batch_size + 1, batch_size)) or [0]
+    if len(starts) < world:
+        return (starts * world)[:world]
+    return starts[: len(starts) - len(starts) % world]
+
+
+def batches_per_epoch(examples: int, batch_size: int, world: int = 1) -> int:
+    """How many batches each process trains on in one epoch."""
+    return len(_batch_starts(examples, batch_size, world)) // world
+
+
+def _batches(examples: _Examples, options: TrainOptions, epoch: int, rank: int = 0, world: int = 1):
+    """One epoch's batches, in an order fixed by seed and epoch; under ``accelerate launch``
+    with ``world`` processes, every ``world``-th of them from the ``rank``-th on, so each
+    process trains on its own share and all take the same number of steps."""
     import torch
 
     order = list(range(len(examples)))
     draw = random.Random(options.seed * 100_003 + epoch)
     draw.shuffle(order)
-    for start in range(0, len(order) - options.batch_size + 1 if len(order) >= options.batch_size else 1,
-                       options.batch_size):
+    for number, start in enumerate(_batch_starts(len(order), options.batch_size, world)):
         chosen = order[start : start + options.batch_size]
+        if number % world != rank:
+            for _ in range(2 * len(chosen)):  # the two draws each of its examples makes
+                draw.random()
+            continue
         rows = [examples.example(index, draw) for index in chosen]
         length = max(len(inputs) for inputs, _, _ in rows)
         inputs = torch.full((len(rows), length), examples.special.end_of_text, dtype=torch.long)
@@ -144,8 +166,9 @@ def _loss(student, teacher, inputs, labels, states, options: TrainOptions):
     import torch
     import torch.nn.functional as F
 
-    hidden = student.model.decoder(input_ids=inputs, encoder_hidden_states=states).last_hidden_state
-    logits = student.proj_out(hidden).float()
+    # Through the model's own forward (the encoder's output given), so that under accelerate
+    # launch the wrapper that averages gradients across processes sees the step.
+    logits = student(encoder_outputs=(states,), decoder_input_ids=inputs).logits.float()
     with torch.no_grad():
         teacher_hidden = teacher.model.decoder(input_ids=inputs, encoder_hidden_states=states).last_hidden_state
         teacher_logits = teacher.proj_out(teacher_hidden).float()
@@ -174,6 +197,35 @@ def save_student(model, source_dir: Path, target: Path) -> Path:
     return target
 
 
+def _save_checkpoint(accelerator, checkpoint: Path, state: dict) -> None:
+    """The whole training state into ``checkpoint``, whole or not at all: written beside it
+    (every process its own random state), then swapped in, so a kill at any moment leaves
+    one finished checkpoint whose weights and step agree."""
+    staging, previous = checkpoint.with_name(checkpoint.name + ".new"), checkpoint.with_name(checkpoint.name + ".old")
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # what a kill left half written
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (staging / "dw_state.json").write_text(json.dumps(state))  # last: it marks the folder finished
+        shutil.rmtree(previous, ignore_errors=True)
+        if checkpoint.exists():
+            checkpoint.rename(previous)
+        staging.rename(checkpoint)
+        shutil.rmtree(previous, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _finished_checkpoint(checkpoint: Path) -> Path | None:
+    """The checkpoint to resume from: ``checkpoint``, or the one it replaced when a kill fell
+    between the two renames; None for a fresh start."""
+    for folder in (checkpoint, checkpoint.with_name(checkpoint.name + ".old")):
+        if (folder / "dw_state.json").is_file():
+            return folder
+    return None
+
+
 def _same_encoder(teacher, student) -> bool:
     import torch
 
@@ -199,7 +251,9 @@ def train(teacher_dir: Path, student_dir: Path, labels_dir: Path, out: Path, opt
         raise UsageError(f"{labels_dir}: no kept labels to train on (run dw distill label first)")
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               mixed_precision="bf16" if torch.cuda.is_available() else "no")
-    reporter = reporter or TrainReporter()
+    main = accelerator.is_main_process
+    # Under accelerate launch only the main process reports, evaluates and saves.
+    reporter = (reporter or TrainReporter()) if main else TrainReporter(quiet=True)
     teacher = WhisperForConditionalGeneration.from_pretrained(teacher_dir, dtype=torch.float32).eval()
     student = WhisperForConditionalGeneration.from_pretrained(student_dir, dtype=torch.float32)
     if not _same_encoder(teacher, student):
@@ -219,17 +273,19 @@ def train(teacher_dir: Path, student_dir: Path, labels_dir: Path, out: Path, opt
     checkpoint = work / "checkpoint"
     out.mkdir(parents=True, exist_ok=True)
     state = {"step": 0, "best_wer": None, "best_step": None, "first_loss": None, "last_loss": None, "losses": []}
-    if (checkpoint / "dw_state.json").is_file():
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / "dw_state.json").read_text())
+    found = _finished_checkpoint(checkpoint)
+    if found is not None:
+        accelerator.load_state(str(found))
+        state = json.loads((found / "dw_state.json").read_text())
         reporter.note(f"resumed at step {state['step']} of {options.steps}")
-    steps_per_epoch = max(1, len(examples) // options.batch_size)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps_per_epoch = batches_per_epoch(len(examples), options.batch_size, world)
     reporter.start(options.steps, state["step"])
     student.train()
     step = state["step"]
     while step < options.steps:
         epoch, skip = divmod(step, steps_per_epoch)
-        for index, (inputs, labels, states) in enumerate(_batches(examples, options, epoch)):
+        for index, (inputs, labels, states) in enumerate(_batches(examples, options, epoch, rank, world)):
             if index < skip:
                 continue
             inputs, labels, states = (tensor.to(accelerator.device) for tensor in (inputs, labels, states))
@@ -241,28 +297,30 @@ def train(teacher_dir: Path, student_dir: Path, labels_dir: Path, out: Path, opt
             schedule.step()
             optimizer.zero_grad()
             step += 1
-            value = float(loss.detach())
+            value = float(accelerator.reduce(loss.detach(), "mean"))  # the mean over the processes
             state["first_loss"] = value if state["first_loss"] is None else state["first_loss"]
             state["last_loss"] = value
             state["losses"].append(round(value, 4))
             state["step"] = step
             reporter.step(step, value)
             if evaluation and (step % options.eval_steps == 0 or step == options.steps):
-                wer = _evaluate(accelerator.unwrap_model(student), student_dir, work / "candidate", evaluation)
-                reporter.evaluated(step, wer)
-                if state["best_wer"] is None or wer < state["best_wer"]:
-                    state["best_wer"], state["best_step"] = wer, step
-                    save_student(accelerator.unwrap_model(student), student_dir, out)
+                if main:
+                    wer = _evaluate(accelerator.unwrap_model(student), student_dir, work / "candidate", evaluation)
+                    reporter.evaluated(step, wer)
+                    if state["best_wer"] is None or wer < state["best_wer"]:
+                        state["best_wer"], state["best_step"] = wer, step
+                        save_student(accelerator.unwrap_model(student), student_dir, out)
+                accelerator.wait_for_everyone()
                 student.train()
             if step % options.checkpoint_steps == 0 or step == options.steps:
-                accelerator.save_state(str(checkpoint))
-                (checkpoint / "dw_state.json").write_text(json.dumps(state))
+                _save_checkpoint(accelerator, checkpoint, state)
             if step >= options.steps:
                 break
-    if not evaluation:
+    if not evaluation and main:
         save_student(accelerator.unwrap_model(student), student_dir, out)
+    accelerator.wait_for_everyone()
     reporter.finish()
-    return TrainResult(step, state["first_loss"], state["last_loss"], state["best_wer"], state["best_step"])
+    return TrainResult(step, state["first_loss"], state["last_loss"], state["best_wer"], state["best_step"], main)
 
 
 def _evaluate(model, student_dir: Path, candidate: Path, evaluation) -> float:
