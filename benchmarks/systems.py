@@ -18,8 +18,8 @@ A dw variant is a dash-separated list of tokens, each a ``dw transcribe`` option
 batch size, ``w<N>`` workers, ``fp32``/``fp16``/``bf16`` dtype, ``int8``/``noquant``,
 ``ts`` (JSON output: timestamps decoded) or ``txt`` (plain text: none), ``beam<N>``, ``nofb``
 (no temperature fallback), ``words``, ``seq`` (sequential long form), ``cond``/``nocond``
-(condition on previous text), ``novad``, ``sdpa``/``eager``/``fa2``; ``default`` is dw as
-it comes.
+(condition on previous text), ``novad``, ``sil<N>`` (``--vad-min-silence-ms N``),
+``sdpa``/``eager``/``fa2``; ``default`` is dw as it comes.
 """
 
 from __future__ import annotations
