@@ -91,6 +91,13 @@ def parse_args(argv=None):
     fw.add_argument("--fw-batch-size", type=int, default=8)
     extra = parser.add_argument_group("extra sections")
     extra.add_argument("--no-transcribe", action="store_true", help="skip the systems tables")
+    extra.add_argument("--repeats", type=int, default=1,
+                       help="run each system N times per set and keep the run of median whole-process time "
+                            "(for the clip set, where a tenth of a second of noise is 5%%)")
+    extra.add_argument("--no-warm-up", action="store_true",
+                       help="time each system's first run too (by default each runs once, untimed, on the first "
+                            "set's shortest file: the first system would otherwise pay for reading torch and the "
+                            "model from a cold disk cache, the others not)")
     extra.add_argument("--help-timing", action="store_true", help="time `dw --help` and `dw transcribe --help`")
     extra.add_argument("--long", action="store_true", help="memory check: dw on one long file (the long-form set looped)")
     extra.add_argument("--long-hours", type=float, default=2.0, help="its length (default 2 h)")
@@ -115,6 +122,28 @@ def _model_paths(args) -> None:
         args.fw_model = str(Path(args.model).expanduser())
 
 
+def _median_run(spec, items, args, workdir: Path):
+    """The system's run on ``items``; with --repeats N, of N runs one after the other, the
+    one of median whole-process time."""
+    runs = [run_system(spec, items, args, workdir) for _ in range(args.repeats)]
+    finished = sorted((run for run in runs if run.ok), key=lambda run: run.whole_s)
+    return finished[len(finished) // 2] if finished else runs[0]
+
+
+def _warm_up(specs, args) -> None:
+    """Run every system once, untimed and unscored, on the shortest file of the first set."""
+    first = next(part.strip() for part in args.set.split(",") if part.strip())
+    items = load_items(args.data, first, args.limit, args.cache)
+    if not items:
+        return
+    shortest = min(items, key=lambda item: item.duration)
+    untimed = argparse.Namespace(**{**vars(args), "save_texts": None})
+    with tempfile.TemporaryDirectory(prefix="dw-bench-warm-") as workdir:
+        for spec in specs:
+            print(f"bench: warming up {spec.name} (untimed)", file=sys.stderr, flush=True)
+            run_system(spec, [shortest], untimed, Path(workdir))
+
+
 def _section(name: str, items, results, args) -> list[str]:
     audio_s = sum(item.duration for item in items)
     corpora = sorted({item.corpus for item in items if item.corpus})
@@ -123,7 +152,10 @@ def _section(name: str, items, results, args) -> list[str]:
              f"Model `{args.model}` on {args.device}, {args.threads} threads per system. `whole s`: the process from "
              "start to exit, what a user waits for; `run s`: transcription alone. WER over the files with a "
              "reference (Whisper's English normaliser, jiwer), insertions, deletions and repeated 5-grams summed "
-             "over them.", "", results_table(results, nonspeech), ""]
+             "over them." + ("" if args.no_warm_up else " Every system ran once, untimed, before the first set "
+                                                      "(a warm disk cache for all).")
+             + (f" Each row: the run of median whole-process time of {args.repeats}." if args.repeats > 1 else ""),
+             "", results_table(results, nonspeech), ""]
     by_corpus = corpus_table(results)
     if by_corpus:
         lines += ["WER per corpus:", "", by_corpus, ""]
@@ -150,12 +182,14 @@ def main(argv=None) -> int:
         args.cache.mkdir(parents=True, exist_ok=True)
         _model_paths(args)  # converts the offline model once, before anything is timed
         specs = build_specs(args)
+        if not args.no_warm_up:
+            _warm_up(specs, args)
         for name in [part.strip() for part in args.set.split(",") if part.strip()]:
             items = load_items(args.data, name, args.limit, args.cache)
             if not items:
                 raise SystemExit(f"bench.py: no items for --set {name} in {args.data}")
             with tempfile.TemporaryDirectory(prefix="dw-bench-") as workdir:
-                results = [run_system(spec, items, args, Path(workdir)) for spec in specs]
+                results = [_median_run(spec, items, args, Path(workdir)) for spec in specs]
             part = _section(name, items, results, args)
             sections += part
             print("\n".join(part), flush=True)

@@ -49,6 +49,17 @@ class FileFailed:
     detail: str = ""  # the traceback, shown with DW_DEBUG=1
 
 
+def after_out_of_memory(label: str, device: str, windows: int) -> str | None:
+    """What to do once a batch of ``windows`` ran out of device memory: the cache is handed
+    back for a smaller try (None), or, when even a single window did not fit, the message
+    with which its file fails (the other files go on)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return f"{label}: out of memory on {device} with a single window" if windows == 1 else None
+
+
 def decoding_notes(report: DecodeReport) -> dict | None:
     """What the outputs say of a file that decoded with damage (None: it decoded whole)."""
     notes = {}

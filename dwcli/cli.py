@@ -79,15 +79,19 @@ def _fail(error: DwError, log_json: bool = False) -> typer.Exit:
     """Say ``error`` as one line (with its traceback under DW_DEBUG=1); the exit to raise."""
     if debug_requested():
         traceback.print_exc(file=sys.stderr)
+    _say_error(str(error), int(error.exit_status), log_json)
+    return typer.Exit(int(error.exit_status))
+
+
+def _say_error(message: str, exit_status: int, log_json: bool) -> None:
     if log_json:
         import json
         import time
 
-        print(json.dumps({"time": round(time.time(), 3), "event": "error", "message": str(error),
-                          "exit_status": int(error.exit_status)}, ensure_ascii=False), file=sys.stderr)
+        print(json.dumps({"time": round(time.time(), 3), "event": "error", "message": message,
+                          "exit_status": exit_status}, ensure_ascii=False), file=sys.stderr)
     else:
-        print(f"Error: {error}", file=sys.stderr)
-    return typer.Exit(int(error.exit_status))
+        print(f"Error: {message}", file=sys.stderr)
 
 
 def _version(value: bool) -> None:
@@ -841,11 +845,36 @@ def distill_train(
 def main() -> None:
     """Console-script entry point."""
     try:
-        app(prog_name="dw")
-        status = 0
+        if _json_lines_asked():
+            status = _main_logging_json()
+        else:
+            app(prog_name="dw")
+            status = 0
     except SystemExit as exit_:
         status = exit_.code
     _exit_now(status)
+
+
+def _json_lines_asked() -> bool:
+    """--log-json or DW_LOG_JSON set true (Click's spellings of true), known before parsing."""
+    truthy = {"1", "true", "t", "yes", "y", "on"}
+    return "--log-json" in sys.argv[1:] or os.environ.get("DW_LOG_JSON", "").strip().lower() in truthy
+
+
+def _main_logging_json() -> int:
+    """``app`` for a run that asked for JSON lines: Click's own usage errors (an unknown
+    option, a missing value) come as an error event too, not as Click's plain-text usage
+    block, so that a log collector parsing every stderr line never meets one it cannot read."""
+    from typer._click import ClickException  # typer vendors click (pinned to its minor version)
+
+    try:
+        return app(prog_name="dw", standalone_mode=False) or 0
+    except ClickException as error:
+        _say_error(error.format_message(), error.exit_code, log_json=True)  # a usage error's is 2, as ours
+        return error.exit_code
+    except typer.Abort:  # end of input or Ctrl-C at a prompt (dw asks none; Click's own rule)
+        _say_error("aborted", int(ExitStatus.INTERRUPTED), log_json=True)
+        return int(ExitStatus.INTERRUPTED)
 
 
 def _exit_now(status) -> None:

@@ -290,3 +290,15 @@ def test_a_decoding_worker_keeps_a_lost_handover_off_the_terminal(capsys, monkey
     monkeypatch.setenv("DW_DEBUG", "1")
     _worker_excepthook(*raised(ConnectionResetError(104, "Connection reset by peer")))
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, message", [
+    ("dw transcribe --log-json --no-such-option x.wav", "No such option: --no-such-option"),
+    ("DW_LOG_JSON=1 dw transcribe x.wav --format", "Option '--format' requires an argument."),
+])
+def test_parse_errors_are_json_lines_too(dw_env, tmp_path, command, message):
+    """Click's own usage errors, raised before dw's code runs, still come as one error event."""
+    result = shell(command, dw_env, tmp_path)
+    assert result.returncode == 2 and result.stdout == b""
+    (event,) = [json.loads(line) for line in result.stderr.decode().splitlines()]
+    assert (event["event"], event["message"], event["exit_status"]) == ("error", message, 2)
