@@ -130,12 +130,8 @@ def _median_run(spec, items, args, workdir: Path):
     return finished[len(finished) // 2] if finished else runs[0]
 
 
-def _warm_up(specs, args) -> None:
-    """Run every system once, untimed and unscored, on the shortest file of the first set."""
-    first = next(part.strip() for part in args.set.split(",") if part.strip())
-    items = load_items(args.data, first, args.limit, args.cache)
-    if not items:
-        return
+def _warm_up(specs, items, args) -> None:
+    """Run every system once, untimed and unscored, on the shortest of ``items``."""
     shortest = min(items, key=lambda item: item.duration)
     untimed = argparse.Namespace(**{**vars(args), "save_texts": None})
     with tempfile.TemporaryDirectory(prefix="dw-bench-warm-") as workdir:
@@ -182,12 +178,14 @@ def main(argv=None) -> int:
         args.cache.mkdir(parents=True, exist_ok=True)
         _model_paths(args)  # converts the offline model once, before anything is timed
         specs = build_specs(args)
-        if not args.no_warm_up:
-            _warm_up(specs, args)
+        sets = {}
         for name in [part.strip() for part in args.set.split(",") if part.strip()]:
-            items = load_items(args.data, name, args.limit, args.cache)
-            if not items:
+            sets[name] = load_items(args.data, name, args.limit, args.cache)
+            if not sets[name]:
                 raise SystemExit(f"bench.py: no items for --set {name} in {args.data}")
+        if not args.no_warm_up:
+            _warm_up(specs, next(iter(sets.values())), args)
+        for name, items in sets.items():
             with tempfile.TemporaryDirectory(prefix="dw-bench-") as workdir:
                 results = [_median_run(spec, items, args, Path(workdir)) for spec in specs]
             part = _section(name, items, results, args)

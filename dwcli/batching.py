@@ -49,15 +49,18 @@ class FileFailed:
     detail: str = ""  # the traceback, shown with DW_DEBUG=1
 
 
-def after_out_of_memory(label: str, device: str, windows: int) -> str | None:
-    """What to do once a batch of ``windows`` ran out of device memory: the cache is handed
-    back for a smaller try (None), or, when even a single window did not fit, the message
-    with which its file fails (the other files go on)."""
+def release_device_cache() -> None:
+    """After running out of device memory: hand the allocator's cached blocks back before
+    the smaller try."""
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return f"{label}: out of memory on {device} with a single window" if windows == 1 else None
+
+
+def too_big_for_device(label: str, device: str) -> str:
+    """Why a file fails whose single window does not fit on the device (the others go on)."""
+    return f"{label}: out of memory on {device} with a single window"
 
 
 def decoding_notes(report: DecodeReport) -> dict | None:

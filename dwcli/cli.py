@@ -856,9 +856,10 @@ def main() -> None:
 
 
 def _json_lines_asked() -> bool:
-    """--log-json or DW_LOG_JSON set true (Click's spellings of true), known before parsing."""
-    truthy = {"1", "true", "t", "yes", "y", "on"}
-    return "--log-json" in sys.argv[1:] or os.environ.get("DW_LOG_JSON", "").strip().lower() in truthy
+    """--log-json or DW_LOG_JSON set true (typer's spellings of true), known before parsing."""
+    from typer.utils import parse_boolean_env_var
+
+    return "--log-json" in sys.argv[1:] or parse_boolean_env_var(os.environ.get("DW_LOG_JSON", "").strip(), False)
 
 
 def _main_logging_json() -> int:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .atomic import write_atomic
 from .audio import SAMPLE_RATE
-from .batching import FileEnd, FileFailed, LostWorker, WindowItem, after_out_of_memory, stack_features, stream_items
+from .batching import (FileEnd, FileFailed, LostWorker, WindowItem, release_device_cache, stack_features,
+                       stream_items, too_big_for_device)
 from .decoding import DecodingOptions
 from .discover import MediaFile
 from .errors import Terminated
@@ -148,10 +149,12 @@ class _Run:
                 stack_features(batch), [item.window for item in batch], self.options.decoding
             )
         except torch.OutOfMemoryError:
-            first = batch[0].file_index
-            failure = after_out_of_memory(self.states[first].media.label, self.engine.device, len(batch))
-            if failure:  # not even one window fits: this file cannot be done here; the others may
-                self._fail(first, failure)
+            release_device_cache()
+            if len(batch) == 1:
+                # Not even one window fits: this file cannot be done here; the others may.
+                (item,) = batch
+                self._fail(item.file_index, too_big_for_device(self.states[item.file_index].media.label,
+                                                               self.engine.device))
                 return
             # Halve the batch and go again with the same windows: nothing is lost, and the
             # smaller size stays for the rest of the run.

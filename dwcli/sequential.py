@@ -21,7 +21,7 @@ import numpy as np
 
 from . import refine
 from .audio import SAMPLE_RATE, DecodeReport, decode_blocks
-from .batching import FileFailed, after_out_of_memory
+from .batching import FileFailed, release_device_cache, too_big_for_device
 from .chunking import Span, Window
 from .errors import DwError
 from .features import WINDOW_SAMPLES, log_mel_batch
@@ -146,22 +146,22 @@ class FileTranscribed:
     decoding: dict | None = None
 
 
-def _decode_fitting(engine, windows, contexts, labels, options) -> list:
+def _decode_fitting(engine, windows, contexts, options) -> list:
     """The engine's results for ``windows``; when the device runs out of memory, the two
-    halves one after the other, so that nothing is lost (for a window that does not fit even
-    alone, the message its file fails with: the others go on)."""
+    halves one after the other, so that nothing is lost (None for a window that does not fit
+    even alone: its file fails, the others go on)."""
     import torch
 
     try:
         features = log_mel_batch([window.samples for window in windows], engine.n_mels)
         return engine.transcribe(features, windows, options, previous=contexts)
     except torch.OutOfMemoryError:
-        failure = after_out_of_memory(labels[0], engine.device, len(windows))
-        if failure:
-            return [failure]
+        release_device_cache()
+        if len(windows) == 1:
+            return [None]
         half = len(windows) // 2
-        return (_decode_fitting(engine, windows[:half], contexts[:half], labels[:half], options)
-                + _decode_fitting(engine, windows[half:], contexts[half:], labels[half:], options))
+        return (_decode_fitting(engine, windows[:half], contexts[:half], options)
+                + _decode_fitting(engine, windows[half:], contexts[half:], options))
 
 
 def sequential_transcripts(media_files, engine, options, batch_size: int, vad: VadOptions = VadOptions(),
@@ -199,12 +199,11 @@ def sequential_transcripts(media_files, engine, options, batch_size: int, vad: V
                 cursors.append(cursor)
         if not windows:
             continue
-        results = _decode_fitting(engine, windows, [cursor.context for cursor in cursors],
-                                  [cursor.label for cursor in cursors], options)
+        results = _decode_fitting(engine, windows, [cursor.context for cursor in cursors], options)
         for cursor, window, result in zip(cursors, windows, results):
-            if isinstance(result, str):  # the window did not fit on the device even alone
+            if result is None:
                 active.remove(cursor)
-                yield FileFailed(cursor.file_index, result)
+                yield FileFailed(cursor.file_index, too_big_for_device(cursor.label, engine.device))
                 continue
             kept, kept_tokens, step = _advance(window, result.tokens, result.segments, engine.special.timestamp_begin)
             cursor.segments.extend(refine.settle(window, kept, options.word_timestamps))
