@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import refine
-from .chunking import Window
+from . import network, refine
+from .sources import Window
 from .decoding.alignment import AlignmentRequest, WordAligner
 from .decoding.beam import BeamSearch
 from .decoding.greedy import GreedySearch
 from .decoding.options import DecodedWindow, DecodingOptions, SpecialTokens, WindowContext
 from .decoding.runtime import DecoderRuntime
 from .decoding.speculative import DraftRuntime, SpeculativeSearch, load_assistant, teacher_states
-from .errors import ModelLoadError, UsageError
+from .errors import ModelLoadError
 from .models import ResolvedModel
 from .precision import PrecisionPlan, describe, plan_precision, quantize_linears
 from .segments import Segment, segments_from_tokens
@@ -36,32 +36,6 @@ _CPU_ENCODER_MICRO_BATCH = 4
 # silence; Whisper would still "hear" something in it ("you", "Thank you."), so it is not
 # decoded at all.  (Only without speech detection can such a window reach the engine.)
 SILENCE_RMS = 10 ** (-90 / 20)
-
-
-def pick_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; validates explicit names,
-    a GPU index included."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {requested}: no CUDA device is available")
-        index = requested.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            count = torch.cuda.device_count()
-            raise UsageError(f"--device {requested}: no such GPU (this machine has {count}: cuda:0..cuda:{count - 1})")
-        return requested
-    if requested in ("cpu", "mps"):
-        return requested
-    raise UsageError(f"--device {requested}: expected auto, cpu, cuda or cuda:N")
-
-
-def default_batch_size(device: str) -> int:
-    """Windows per batch: on CPU 16 (larger gains little and holds more audio in memory);
-    on a GPU 32."""
-    return 32 if device.startswith("cuda") else 16
 
 
 @dataclass(frozen=True)
@@ -83,8 +57,6 @@ def is_silent(samples: np.ndarray) -> bool:
 def load_network(resolved: ResolvedModel, plan: PrecisionPlan):
     """The checkpoint's network on the plan's device in the plan's dtypes; ModelLoadError."""
     import torch
-
-    from . import network
 
     try:
         model = network.load(resolved.path, getattr(torch, plan.weights), plan.device)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .convert import convert_ct2_checkpoint
 from .errors import ConversionError, ModelLoadError
 
 DEFAULT_GPU_MODEL = "distil-whisper/distil-large-v3"
@@ -65,8 +66,6 @@ def _converted_path(source: Path) -> Path:
 
 def convert_cached(source: Path) -> Path:
     """The transformers version of a CTranslate2 checkpoint, converting it on first use."""
-    from .convert import convert_ct2_checkpoint
-
     target = _converted_path(source)
     if not (target / "config.json").is_file():
         try:

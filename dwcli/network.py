@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ModelLoadError
+from .models import cache_dir
+
 
 @dataclass(frozen=True)
 class WhisperConfig:
@@ -49,6 +52,15 @@ class WhisperConfig:
         if data.get("model_type", "whisper") != "whisper":
             raise ValueError(f"not a Whisper checkpoint (model_type {data.get('model_type')!r})")
         return cls(**{field.name: data[field.name] for field in fields(cls) if field.name in data})
+
+
+def mel_bins(resolved) -> int:
+    """The log-mel bins a ``models.ResolvedModel`` takes, from its config (weights not
+    loaded yet: the decoding workers start reading with it while the model loads)."""
+    try:
+        return WhisperConfig.from_file(resolved.path / "config.json").num_mel_bins
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
 
 
 class GenerationConfig:
@@ -215,8 +227,6 @@ def _weight_files(folder: Path) -> list[Path]:
 def _prepared_path(folder: Path, dtype: torch.dtype) -> Path:
     """Where the checkpoint's tensors converted to ``dtype`` are kept, named by the weights'
     identity (path, size, time), so an updated checkpoint is converted again."""
-    from .models import cache_dir
-
     identity = [str(folder.resolve()), str(dtype)]
     for path in _weight_files(folder):
         stat = path.stat()

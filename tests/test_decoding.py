@@ -36,7 +36,7 @@ def test_greedy_decoder_matches_generate(engine, reference_model, longform_windo
 def test_silent_and_noise_windows_yield_no_segments(engine, jfk):
     import numpy as np
 
-    from dwcli.chunking import Window
+    from dwcli.sources import Window
 
     noise = np.random.default_rng(0).normal(scale=0.01, size=16000 * 5).astype(np.float32)
     windows = [Window(0, 0.0, np.zeros(16000 * 5, np.float32)), Window(0, 0.0, noise),
@@ -52,7 +52,7 @@ def test_quiet_speech_is_transcribed(engine, jfk, level_dbfs):
     """Speech recorded far below full scale (FLEURS clips sit at -63 dBFS RMS) is still speech."""
     import numpy as np
 
-    from dwcli.chunking import Window
+    from dwcli.sources import Window
 
     samples = load_audio(jfk["path"]).astype(np.float64)
     quiet = (samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(samples**2)))).astype(np.float32)

@@ -162,7 +162,8 @@ class _CountingExamples:
 
 @pytest.mark.parametrize("examples", [3, 8, 11, 17])
 def test_each_process_under_accelerate_launch_trains_on_its_own_share(examples):
-    from dwcli.distill.train import TrainOptions, _batches, batches_per_epoch
+    from dwcli.distill.train import _batches, batches_per_epoch
+    from dwcli.options import TrainOptions
 
     options = TrainOptions(batch_size=2)
     alone = [inputs.tolist() for inputs, _, _ in _batches(_CountingExamples(examples), options, epoch=1)]

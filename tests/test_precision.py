@@ -96,7 +96,7 @@ def test_unknown_requests_are_named(flag, value, message):
 def test_a_gpu_that_does_not_exist_is_a_usage_error(monkeypatch):
     import torch
 
-    from dwcli.engine import pick_device
+    from dwcli.devices import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -273,7 +273,7 @@ def test_a_decoding_worker_keeps_a_lost_handover_off_the_terminal(capsys, monkey
     """An interrupted dw can stop reading while a worker hands it a tensor; the worker's
     hand-over thread then fails with ConnectionResetError (CI saw it printed after dw's last
     line).  Workers say nothing of it, one line of anything else, everything with DW_DEBUG=1."""
-    from dwcli.batching import _worker_excepthook
+    from dwcli.workers import _worker_excepthook
 
     def raised(error):
         try:

@@ -21,8 +21,10 @@ import pytest
 
 from dwcli.errors import UsageError
 from dwcli.segments import Segment, Transcript, Word
-from dwcli.subtitles import SubtitleOptions, shape_cues
-from dwcli.writers import WRITERS, WriterOptions, parse_formats, render
+from dwcli.options import SubtitleOptions
+from dwcli.subtitles import shape_cues
+from dwcli.options import WriterOptions
+from dwcli.writers import WRITERS, parse_formats, render
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 SUBTITLE_FORMATS = ("srt", "vtt")

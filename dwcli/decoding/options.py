@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from ..errors import InvalidOption
 
 MAX_NEW_TOKENS = 224  # openai-whisper's sample_len: half the decoder's 448 positions
 
@@ -66,9 +69,25 @@ class DecodingOptions:
     no_speech_threshold: float | None = 0.6
     # Text the model reads before each window as if said just before it: names and jargon
     # (openai-whisper's initial_prompt).  Sequential long form also conditions each window
-    # on the file's text so far, when condition_on_previous_text.
+    # on the file's text so far, when condition_on_previous_text (chosen by measurement: see
+    # the README; the chunked mode has no previous text and records False).
     initial_prompt: str | None = None
-    condition_on_previous_text: bool = False
+    condition_on_previous_text: bool = True
+
+    def __post_init__(self) -> None:
+        def check(name: str, valid: bool, reason: str) -> None:
+            if not valid:
+                raise InvalidOption("DecodingOptions", name, getattr(self, name), reason)
+
+        check("task", self.task in ("transcribe", "translate"), "expected transcribe or translate")
+        check("beam_size", self.beam_size >= 1, "expected 1 or more")
+        check("max_new_tokens", self.max_new_tokens >= 1, "expected 1 or more")
+        temperatures = self.temperatures
+        check("temperatures", bool(temperatures) and all(math.isfinite(t) and t >= 0 for t in temperatures)
+              and list(temperatures) == sorted(temperatures), "expected rising non-negative numbers, e.g. 0,0.2,0.4")
+        for name in ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold"):
+            value = getattr(self, name)
+            check(name, value is None or math.isfinite(value), "expected a finite number")
 
 
 @dataclass(frozen=True)
