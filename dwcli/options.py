@@ -138,6 +138,23 @@ class ModelChoice:
     quantize: str = "auto"
 
 
+@dataclass(frozen=True)
+class ClusterOptions:
+    """``--ray``: the cluster a run goes to, and the size of its model pool."""
+
+    address: str | None = None  # "auto", "local", or a Ray address; None: no cluster
+    # Model replicas (0: one per GPU of the cluster; on a cluster without GPUs, one per
+    # ``replica_cpus`` of three quarters of its CPUs, the rest left to decoding).
+    replicas: int = 0
+    replica_cpus: int = 0  # CPU threads of each replica (0: 1 beside a GPU, 4 on a CPU cluster)
+
+    def __post_init__(self) -> None:
+        _check(self, "address", self.address is None or bool(self.address.strip()),
+               "expected auto, local or a Ray address (host:port)")
+        _check(self, "replicas", self.replicas >= 0, "expected 0 (one per GPU) or more")
+        _check(self, "replica_cpus", self.replica_cpus >= 0, "expected 0 (auto) or more")
+
+
 def timestamps_needed(formats, long_form: str, word_timestamps: bool) -> bool:
     """Whether decoding emits timestamp tokens.  Plain text needs no segment times, and
     decoding without them is ~15% faster (measured; same WER), except in sequential mode,
@@ -199,5 +216,5 @@ def defaults(cls) -> dict:
     return {item.name: item.default for item in fields(cls) if item.default is not MISSING}
 
 
-__all__ = ["DecodingOptions", "InvalidOption", "Inputs", "LabelOptions", "ModelChoice", "SubtitleOptions", "TrainOptions",
+__all__ = ["ClusterOptions", "DecodingOptions", "InvalidOption", "Inputs", "LabelOptions", "ModelChoice", "SubtitleOptions", "TrainOptions",
            "TranscribeOptions", "VadOptions", "WriterOptions", "defaults", "timestamps_needed"]

@@ -5,10 +5,12 @@ model and its own device's precision plan.  Files are handed out one at a time f
 shared counter, as each replica's pipeline asks for more, so a replica that drew long files simply takes fewer: no device idles while
 another still has a queue.  Each replica batches the windows of the files it holds.
 
-Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1), every rank takes a fixed,
-disjoint shard of the sorted inputs (rank r: files r, r+n, r+2n...), so no file is done twice
-and none is missed without any coordination; at the end the ranks agree (over gloo) on the
-worst exit status, so the launcher's status reflects every rank.
+Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1), rank 0 decides which files are
+left to do (``--skip-existing`` included) and sends that list to the others (over gloo);
+every rank then takes a fixed, disjoint shard of it (rank r: files r, r+n, r+2n...), so no
+file is done twice, none is missed, and a rerun spreads what is left over every rank.  At
+the end the ranks agree on the worst exit status, so the launcher's status reflects every
+rank.  (A cluster that shares out work as it goes, and survives a lost node: ``--ray``.)
 """
 
 from __future__ import annotations
@@ -196,16 +198,31 @@ def shard(files: list, rank: Rank) -> list:
     return files[rank.rank :: rank.world_size]
 
 
-def agree_on_status(status: int, rank: Rank) -> int:
-    """The worst exit status over all ranks (gloo all-reduce), so each rank exits with it."""
+def _joined(rank: Rank):
+    """torch.distributed, with this rank in the launcher's gloo group (joined once)."""
     import datetime
 
-    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        # Ranks meet here at the start and again at the end, when the slowest has finished.
         dist.init_process_group("gloo", rank=rank.rank, world_size=rank.world_size,
                                 timeout=datetime.timedelta(hours=24))
+    return dist
+
+
+def share_from_first_rank(files: list, rank: Rank) -> list:
+    """Rank 0's list of files, on every rank."""
+    message = [files if rank.rank == 0 else None]
+    _joined(rank).broadcast_object_list(message, src=0)
+    return message[0]
+
+
+def agree_on_status(status: int, rank: Rank) -> int:
+    """The worst exit status over all ranks (gloo all-reduce), so each rank exits with it."""
+    import torch
+
+    dist = _joined(rank)
     value = torch.tensor([status], dtype=torch.int64)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     dist.destroy_process_group()

@@ -38,14 +38,14 @@ def reading_for(options: TranscribeOptions, n_mels: int) -> Reading:
     return Reading(options.long_form, n_mels, options.vad, options.allow_partial, in_flight)
 
 
-def result_options(engine, options: TranscribeOptions) -> dict:
+def result_options(precision, options: TranscribeOptions) -> dict:
     """The settings that change what a transcript says (recorded in JSON, compared by
     --skip-existing)."""
     return {
         "language": options.decoding.language,
         "task": options.decoding.task,
         "timestamps": options.decoding.timestamps,
-        "dtype": engine.plan.weights,
+        "dtype": precision.weights,
     }
 
 
@@ -208,7 +208,7 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
         if not options.resolved:
             options = options.for_device(engine.device)
         sink = sink or sink_for(options, stdout or sys.stdout)
-        assembler = FileAssembler(files, engine.model_id, result_options(engine, options), sink, reporter, summary)
+        assembler = FileAssembler(files, engine.model_id, result_options(engine.plan, options), sink, reporter, summary)
         run = _Run(files, engine, options, assembler, reporter)
         reading = reading_for(options, engine.n_mels)
 

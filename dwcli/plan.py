@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import cluster as ray_cluster
 from .decoding.options import SpecialTokens
 from .devices import parse_devices, pick_device
 from .discover import Discovery, MediaFile, discover, read_path_list
@@ -25,8 +26,8 @@ from .errors import UsageError
 from .events import FileOutcome, RunSummary
 from .models import ResolvedModel, resolve_model
 from .network import GenerationConfig, mel_bins
-from .options import Inputs, ModelChoice, TranscribeOptions
-from .parallel import Replica, launched_rank, shard, transcribe_on_devices
+from .options import ClusterOptions, Inputs, ModelChoice, TranscribeOptions
+from .parallel import Replica, launched_rank, shard, share_from_first_rank, transcribe_on_devices
 from .pipeline import reading_for, transcribe_files
 from .precision import PrecisionPlan, check_requests, describe, plan_precision
 from .resume import Recipe, Resume
@@ -56,6 +57,7 @@ class RunPlan:
     assistant: ResolvedModel | None = None
     devices: list[DeviceRun] = field(default_factory=list)
     rank: object = None  # parallel.Rank under torchrun / accelerate launch
+    cluster: ClusterOptions | None = None  # --ray: the run goes to this Ray cluster
     notes: list[str] = field(default_factory=list)  # said on stderr before the run
 
 
@@ -156,53 +158,79 @@ def _split_inputs(inputs: Inputs, found: Discovery, to_stdout: bool) -> tuple[li
     return files, settled
 
 
-def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, stdin=None) -> RunPlan:
+def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, stdin=None,
+              cluster: ClusterOptions | None = None) -> RunPlan:
     """Check everything and decide everything a run needs; raises UsageError and
-    ModelLoadError."""
+    ModelLoadError.  ``cluster``: the run goes to a Ray cluster (``--ray``)."""
     check_requests(choice.dtype, choice.quantize, choice.attention)
     check_assistant(choice.assistant, options.decoding)
     arguments = gather_arguments(inputs, stdin)
     found = discover(arguments, inputs.output_dir)
     to_stdout = _to_stdout(inputs, arguments, found, options.formats)
     rank = launched_rank()
+    if cluster is not None:
+        ray_cluster.check(cluster, choice, options, to_stdout, [media for media in found.files if media.stream], rank)
     if rank is not None:
         if to_stdout:
             raise UsageError("under torchrun each rank writes files: give --output-dir, not standard output")
-        # Each rank its fixed shard; rank 0 reports the paths that are not inputs.
-        found = Discovery(shard(found.files, rank), found.unusable if rank.rank == 0 else [])
-    devices = _devices(choice, rank)
-    if len(devices) > 1 and options.long_form != "chunked":
+        # Rank 0 reports the paths that are not inputs, and decides which files are left to
+        # do (below); every rank plans with all of them.
+        found = Discovery(found.files, found.unusable if rank.rank == 0 else [])
+    devices = _devices(choice, rank) if cluster is None else None  # a cluster's: once it is known to be needed
+    if devices and len(devices) > 1 and options.long_form != "chunked":
         raise UsageError("--devices with several devices needs --long-form chunked")
     options = replace(options, to_stdout=to_stdout)
     files, settled = _split_inputs(inputs, found, to_stdout)
-    plan = RunPlan(files, settled, options, rank=rank)
-    if not files:
-        return plan
+    plan = RunPlan(files, settled, options, rank=rank, cluster=cluster)
+    if files:
+        _plan_model(plan, inputs, choice, options, devices, to_stdout)
+    if (inputs.skip_existing and files and not to_stdout and not inputs.collect
+            and (rank is None or rank.rank == 0)):
+        done = [media for media in plan.files
+                if any(run.options.resume.is_done(media, options.formats) for run in plan.devices)]
+        plan.files = [media for media in plan.files if media not in done]
+        plan.settled += [FileOutcome(media, "skipped", outputs=[media.output_path(fmt) for fmt in options.formats])
+                         for media in done]
+    if rank is not None:
+        # Finished files are dropped before the files are shared out, so that a rerun
+        # spreads what is left over every rank (rank 0 decides, over gloo).
+        plan.files = shard(share_from_first_rank(plan.files, rank), rank)
+        plan.settled = plan.settled if rank.rank == 0 else []  # said once, by rank 0
+        if plan.files and plan.model is None:
+            raise UsageError(f"rank {rank.rank} found no inputs where rank 0 did: give every rank the same inputs")
+    return plan
+
+
+def _plan_model(plan: RunPlan, inputs: Inputs, choice: ModelChoice, options: TranscribeOptions,
+                devices: list[str] | None, to_stdout: bool) -> None:
+    """The model, and one ``DeviceRun`` per device (None: the kind the cluster's replicas
+    run on, described there)."""
+    describe_device = describe
+    if devices is None:
+        replicas = ray_cluster.target(plan.cluster, choice.device)
+        devices, describe_device = [replicas.device], replicas.describe
     plan.model = resolve_model(choice.model, devices[0])
     if plan.model.note:
         plan.notes.append(plan.model.note)
     plan.assistant = resolve_model(choice.assistant, devices[0]) if choice.assistant else None
     plan.notes += check_model_options(plan.model, options.decoding)
     for device in devices:
-        precision = plan_precision(describe(device), choice.dtype, choice.quantize, choice.attention,
+        precision = plan_precision(describe_device(device), choice.dtype, choice.quantize, choice.attention,
                                    plan.assistant is not None)
         resolved = _for_device(options, device, plan.assistant is not None)
         if not to_stdout and not inputs.collect:
             recipe = Recipe.of(plan.model.model_id, resolved, **precision.recipe())
             resolved = replace(resolved, resume=Resume(recipe, inputs.skip_existing))
         plan.devices.append(DeviceRun(precision, resolved))
-    if inputs.skip_existing and not to_stdout and not inputs.collect:
-        done = [media for media in files
-                if any(run.options.resume.is_done(media, options.formats) for run in plan.devices)]
-        plan.files = [media for media in files if media not in done]
-        plan.settled += [FileOutcome(media, "skipped", outputs=[media.output_path(fmt) for fmt in options.formats])
-                         for media in done]
-    return plan
 
 
 def execute(plan: RunPlan, reporter, sink=None, stdout=None) -> RunSummary:
     """Run the plan: in this process on its one device, else one replica per device.
     ``sink``: where transcripts go (default: what the options ask for, files or ``stdout``)."""
+    if plan.cluster is not None and plan.files:
+        if sink is not None:
+            raise UsageError("--ray writes the files itself: it cannot hand transcripts to a collecting sink")
+        return ray_cluster.transcribe_on_cluster(plan, reporter)
     if not plan.files or len(plan.devices) <= 1:
         engine = stream = None
         options = plan.options

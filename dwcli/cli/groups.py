@@ -21,12 +21,13 @@ import typer
 from ..decoding.options import DecodingOptions
 from ..errors import InvalidOption, UsageError
 from ..languages import LANGUAGES, TO_LANGUAGE_CODE
-from ..options import (LONG_FORM_MODES, LabelOptions, ModelChoice, SubtitleOptions, TrainOptions, TranscribeOptions,
-                       VadOptions, defaults)
+from ..options import (LONG_FORM_MODES, ClusterOptions, LabelOptions, ModelChoice, SubtitleOptions, TrainOptions,
+                       TranscribeOptions, VadOptions, defaults)
 
 # Headings of --help and the man page, in the order they are shown.
-INPUTS, MODEL, DECODING, SPEECH, SUBTITLES, TRAINING, LOGGING = (
-    "Inputs and outputs", "Model and device", "Decoding", "Speech detection", "Subtitles", "Training", "Messages")
+INPUTS, MODEL, CLUSTER, DECODING, SPEECH, SUBTITLES, TRAINING, LOGGING = (
+    "Inputs and outputs", "Model and device", "Cluster", "Decoding", "Speech detection", "Subtitles", "Training",
+    "Messages")
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,32 @@ MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DEVICES, DTYPE, ATTE
 ONE_DEVICE_MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DTYPE, ATTENTION, QUANTIZE), ModelChoice)
 TEACHER = _flag("teacher", Optional[str], None, "--teacher", envvar="DW_TEACHER", rich_help_panel=MODEL,
                 help="The teacher: any model --model takes (offline:tiny.en on this machine).")
+
+
+# -- a Ray cluster ---------------------------------------------------------------------------
+RAY = _flag(
+    "ray", Optional[str], ClusterOptions.address, "--ray", envvar="DW_RAY", field="address", rich_help_panel=CLUSTER,
+    metavar="ADDRESS",
+    help="Run on a Ray cluster (pip install 'dw[ray]'): auto (the cluster this machine belongs to), local (start one "
+         "on this machine) or host:port. Files are read and decoded on the nodes, batched through a pool of model "
+         "replicas, and written here; inputs and --output-dir must be on storage every node shares.")
+RAY_REPLICAS = _flag(
+    "ray_replicas", int, ClusterOptions.replicas, "--ray-replicas", envvar="DW_RAY_REPLICAS", field="replicas",
+    rich_help_panel=CLUSTER,
+    help="Model replicas on the cluster (0: one per GPU; without GPUs, one per --ray-replica-cpus of three quarters "
+         "of the CPUs, the rest decoding).")
+RAY_REPLICA_CPUS = _flag(
+    "ray_replica_cpus", int, ClusterOptions.replica_cpus, "--ray-replica-cpus", envvar="DW_RAY_REPLICA_CPUS",
+    field="replica_cpus", rich_help_panel=CLUSTER,
+    help="CPU threads of each replica (0: 1 beside a GPU, 4 on a cluster without GPUs).")
+
+
+def _cluster(ray, ray_replicas, ray_replica_cpus) -> ClusterOptions | None:
+    options = ClusterOptions(ray, ray_replicas, ray_replica_cpus)
+    return options if options.address is not None else None
+
+
+CLUSTER_GROUP = Group("cluster", (RAY, RAY_REPLICAS, RAY_REPLICA_CPUS), _cluster)
 
 
 # -- how a run goes --------------------------------------------------------------------------
@@ -356,5 +383,5 @@ LABELLING_GROUP = Group("labelling", (AUGMENT, WER_THRESHOLD), lambda augment, w
     tuple(part.strip() for part in augment.split(",") if part.strip()), wer_threshold))
 
 
-ALL_GROUPS = (MESSAGES, MODEL_GROUP, DECODING_WITH_WORDS_GROUP, RUN_GROUP, SPEECH_GROUP, SUBTITLES_GROUP,
+ALL_GROUPS = (MESSAGES, MODEL_GROUP, CLUSTER_GROUP, DECODING_WITH_WORDS_GROUP, RUN_GROUP, SPEECH_GROUP, SUBTITLES_GROUP,
               TRAINING_GROUP, LABELLING_GROUP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,6 +22,7 @@ EXAMPLES = (
     "  ffmpeg -i talk.mkv -f wav - | dw transcribe - --format srt > talk.srt\n\n"
     "  find /data -name '*.mp4' -print0 | dw transcribe --from-list - -0\n\n"
     "  dw transcribe clip.wav --stdout --format json | jq .text\n\n"
+    "  dw transcribe /shared/videos -f srt -o /shared/subs --skip-existing --ray auto\n\n"
     "  0 3 * * * cd /data && flock -n /tmp/dw.lock dw transcribe videos --format srt --skip-existing --log-json 2>> dw.log\n\n"
     "Every option can also be set from the environment variable shown beside it (flags take 1 or 0).\n\n"
     + EXIT_CODES_HELP
@@ -28,8 +30,8 @@ EXAMPLES = (
 
 
 @app.command(cls=GroupedCommand, epilog=EXAMPLES)
-@groups.uses(groups.MODEL_GROUP, groups.RUN_GROUP, groups.DECODING_WITH_WORDS_GROUP, groups.SPEECH_GROUP,
-             groups.SUBTITLES_GROUP, groups.MESSAGES)
+@groups.uses(groups.MODEL_GROUP, groups.CLUSTER_GROUP, groups.RUN_GROUP, groups.DECODING_WITH_WORDS_GROUP,
+             groups.SPEECH_GROUP, groups.SUBTITLES_GROUP, groups.MESSAGES)
 def transcribe(
     paths: Annotated[Optional[list[str]], typer.Argument(
         help="Media files, folders (searched recursively) or globs; - reads standard input.", show_default=False)] = None,
@@ -58,7 +60,7 @@ def transcribe(
         "--allow-partial", envvar="DW_ALLOW_PARTIAL", rich_help_panel=INPUTS,
         help="Transcribe what a truncated or damaged file holds (a note says so; JSON marks it partial) instead of "
              "failing it.")] = TranscribeOptions.allow_partial,
-    choice=None, run_options=None, decoding=None, vad=None, subtitles=None, messages=None,
+    choice=None, cluster=None, run_options=None, decoding=None, vad=None, subtitles=None, messages=None,
 ) -> None:
     """Transcribe media files into text and subtitles.
 
@@ -96,14 +98,25 @@ def transcribe(
         inputs = Inputs(tuple(paths or ()), from_list, null_separated, Path(output_dir) if output_dir else None, stdout,
                         skip_existing)
         prepare_process()
-        plan = make_plan(inputs, choice.get(), options)
-        report = reporter(said.quiet, said.log_json)
-        for note in plan.notes:
-            report.note(note)
-        summary = execute(plan, report, stdout=real_stdout)
+        on_cluster = cluster.get()
+        with _terminal(on_cluster):
+            plan = make_plan(inputs, choice.get(), options, cluster=on_cluster)
+            report = reporter(said.quiet, said.log_json)
+            for note in plan.notes:
+                report.note(note)
+            summary = execute(plan, report, stdout=real_stdout)
         return _agreed(ExitStatus.FILE_FAILED if summary.failed else ExitStatus.OK, plan.rank)
 
     run(body, said)
+
+
+def _terminal(on_cluster):
+    """On a Ray cluster, standard error stays dw's (``cluster.terminal_kept_for_dw``)."""
+    if on_cluster is None:
+        return contextlib.nullcontext()
+    from ..cluster import terminal_kept_for_dw
+
+    return terminal_kept_for_dw()
 
 
 def _agreed(status: ExitStatus, rank) -> ExitStatus:
