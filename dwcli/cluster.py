@@ -59,6 +59,11 @@ BATCHES_PER_REPLICA = 2
 # budget would let a long run on preemptible nodes lose its pool one replica at a time.
 # What bounds the work is BATCH_RETRIES, per batch.
 REPLICA_RESTARTS = -1
+# What is still missing when the stream ends (a file whose rows were in the object store
+# of a node that died, a batch whose retries all met its dead replica before Ray noticed
+# the node was gone: measured, Ray gives such a batch up within a second) goes round once
+# more, in a dataset of its own: dw's own bounded retry, whatever Ray's semantics.
+LOST_ROUNDS = 1
 # A replica whose process dies while it loads the model is replaced this many times in a
 # row before the run stops (a model that cannot load at all is a ModelLoadError at once).
 REPLICA_START_DEATHS = 3
@@ -140,23 +145,41 @@ def connect(cluster: ClusterOptions) -> None:
         return
     debug = debug_requested()
     _quiet(debug)
-    # Workers take what dw reads from the environment with them (on another node too).
-    env = {name: os.environ[name] for name in ("DW_CACHE_DIR", "DW_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-           if name in os.environ}
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # cli.app.prepare_process: idle threads sleep
     settings = dict(log_to_driver=debug, logging_level=logging.INFO if debug else logging.CRITICAL,
-                    runtime_env={"env_vars": env})
+                    runtime_env={"env_vars": _worker_environment()})
     try:
         if cluster.address == "local":
             import torch
 
-            # This machine only; its processes die with this one (Ray's kernel fate-sharing).
+            # This machine only; its processes die with this one (Ray's kernel fate-sharing,
+            # and dw's reaper for the two agents that outlive it).
+            _start_reaper()
             ray.init(address="local", num_cpus=cores_for_this_process(), num_gpus=torch.cuda.device_count(),
                      include_dashboard=False, **settings)
         else:
             ray.init(address=cluster.address, **settings)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise UsageError(f"--ray {cluster.address}: cannot reach the cluster ({_first_line(error)})") from None
+
+
+def _worker_environment() -> dict[str, str]:
+    """What dw reads from the environment, for its processes on the cluster (another node too)."""
+    env = {name: os.environ[name] for name in ("DW_CACHE_DIR", "DW_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+           if name in os.environ}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # cli.app.prepare_process: idle threads sleep
+    return env
+
+
+_reaper = None  # the guard of a local cluster; its pipe closes when this process ends
+
+
+def _start_reaper() -> None:
+    import subprocess
+
+    global _reaper
+    # Its own session: a Ctrl-C at the terminal is this process's to handle, not the guard's.
+    _reaper = subprocess.Popen([sys.executable, "-m", "dwcli.reaper", str(os.getpid())], stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def disconnect() -> None:
@@ -219,19 +242,23 @@ class Pool:
     gpus: int  # GPUs per replica (0 or 1)
 
 
-def size_pool(cluster: ClusterOptions, device: str, resources: dict) -> Pool:
-    """One replica per GPU; on CPUs, one per ``replica_cpus`` of three quarters of the CPUs."""
-    cpus = int(resources.get("CPU", 1))
+def size_pool(cluster: ClusterOptions, device: str, nodes: list[dict]) -> Pool:
+    """The pool for a cluster whose alive nodes have these resources (``ray.nodes()``):
+    one replica per GPU; without GPUs, replicas of ``replica_cpus`` threads in three
+    quarters of each node's CPUs (a replica lives on one node), the rest, at least one CPU
+    a node, left to reading.  A cluster too small for that still gets one replica."""
     if device == "cuda":
-        return Pool(cluster.replicas or int(resources.get("GPU", 1)), cluster.replica_cpus or 1, 1)
-    for_models = max(1, cpus - max(1, cpus // 4))
-    threads = min(cluster.replica_cpus or CPU_REPLICA_THREADS, for_models)
-    return Pool(cluster.replicas or max(1, for_models // threads), threads, 0)
+        gpus = sum(int(node.get("GPU", 0)) for node in nodes)
+        return Pool(cluster.replicas or max(1, gpus), cluster.replica_cpus or 1, 1)
+    for_models = [cpus - max(1, cpus // 4) for cpus in (int(node.get("CPU", 0)) for node in nodes) if cpus]
+    threads = max(1, min(cluster.replica_cpus or CPU_REPLICA_THREADS, max(for_models, default=1)))
+    return Pool(cluster.replicas or max(1, sum(cpus // threads for cpus in for_models)), threads, 0)
 
 
 # -- the run ------------------------------------------------------------------------------------
-def _dataset(plan, pool: Pool):
-    """The files -> their windows (CPU tasks) -> their results (the model pool)."""
+def _dataset(plan, pool: Pool, indices: list[int]):
+    """The files ``indices`` of the plan -> their windows (CPU tasks) -> their results (the
+    model pool)."""
     import ray.data
 
     if not debug_requested():
@@ -247,8 +274,8 @@ def _dataset(plan, pool: Pool):
     # line), so Ray Data's tally of failed blocks would only stop the files still fine.
     context.max_errored_blocks = -1
     context.max_consecutive_actor_init_deaths = REPLICA_START_DEATHS
-    items = [{"file": index, "window": -1, "kind": "media", "payload": pickle.dumps(media)}
-             for index, media in enumerate(plan.files)]
+    items = [{"file": index, "window": -1, "kind": "media", "payload": pickle.dumps(plan.files[index])}
+             for index in indices]
     spec = ReplicaSpec(plan.model, run.precision, plan.assistant, options, pool.cpus)
     with warnings.catch_warnings():
         # max_retries, max_restarts and max_task_retries are still Ray's own remote
@@ -261,7 +288,11 @@ def _dataset(plan, pool: Pool):
             Replica, fn_constructor_kwargs={"spec": spec}, batch_size=options.batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.replicas, initial_size=pool.replicas,
                                                max_tasks_in_flight_per_actor=BATCHES_PER_REPLICA),
-            num_cpus=pool.cpus, num_gpus=pool.gpus, max_restarts=REPLICA_RESTARTS, max_task_retries=BATCH_RETRIES)
+            num_cpus=pool.cpus, num_gpus=pool.gpus, max_restarts=REPLICA_RESTARTS, max_task_retries=BATCH_RETRIES,
+            # Each replica process starts with its thread count in its environment (a
+            # restarted one too): OpenBLAS and OpenMP size their pools when they load, and
+            # word times' last digits depend on how sums are split among threads.
+            runtime_env={"env_vars": {**_worker_environment(), "OMP_NUM_THREADS": str(pool.cpus)}})
 
 
 class _Gathering:
@@ -297,20 +328,29 @@ class _Gathering:
         if self.expected.get(index) == len(self.received[index]):
             self.assembler.finish(index)
 
-    def account(self, stopped: str | None = None) -> None:
-        """The stream ended: every file still open lost its rows on the way, and says how."""
-        for index in range(len(self.assembler.files)):
-            if not self.assembler.is_open(index):
-                continue
+    def lost(self) -> list[int]:
+        """The files whose rows did not all come (once the stream has ended)."""
+        return [index for index in range(len(self.assembler.files)) if self.assembler.is_open(index)]
+
+    def again(self, indices: list[int]) -> None:
+        """Forget what came of ``indices``: they go round again from the start."""
+        for index in indices:
+            self.received.pop(index, None)
+            self.expected.pop(index, None)
+            self.assembler.reset(index)
+
+    def account(self, rounds: int, stopped: str | None = None) -> None:
+        """The last stream ended: every file still open lost its rows on the way, and says how."""
+        for index in self.lost():
             label = self.assembler.label(index)
             if stopped is not None:
                 message = f"{label}: not transcribed (the cluster run stopped: {stopped})"
             elif index not in self.expected:
-                message = f"{label}: the process reading it died ({READ_RETRIES + 1} tries)"
+                message = f"{label}: the process reading it died ({(READ_RETRIES + 1) * rounds} tries)"
             else:
                 missing = self.expected[index] - len(self.received[index])
                 message = (f"{label}: {missing} of its {self.expected[index]} windows never came back from the "
-                           f"model replicas ({BATCH_RETRIES + 1} tries each)")
+                           f"model replicas ({(BATCH_RETRIES + 1) * rounds} tries each)")
             self.assembler.fail(index, message)
 
 
@@ -329,19 +369,29 @@ def transcribe_on_cluster(plan, reporter: Reporter) -> RunSummary:
     gathering = _Gathering(assembler, reporter)
     connect(plan.cluster)
     try:
-        pool = size_pool(plan.cluster, run.device.split(":")[0], ray.cluster_resources())
-        stopped = None
-        try:
-            for batch in _dataset(plan, pool).iter_batches(batch_size=None, batch_format="numpy"):
-                for kind, index, window, payload in rows_of(batch):
-                    gathering.take(kind, index, window, payload)
-        except WritingImpossible as error:
-            assembler.abandon(str(error))
-        except DwError:
-            raise
-        except Exception as error:  # noqa: BLE001 - whatever stops the dataset stops the run, said once
-            stopped = _why_stopped(error)
-        gathering.account(stopped)
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        pool = size_pool(plan.cluster, run.device.split(":")[0], nodes)
+        stopped, rounds, left = None, 0, list(range(len(plan.files)))
+        while left and rounds <= LOST_ROUNDS and stopped is None:
+            rounds += 1
+            gathering.again(left if rounds > 1 else [])
+            try:
+                with warnings.catch_warnings():
+                    # Ray Data warns through Python's warnings too (about the pool's size when
+                    # few files are left): its business, said in its log, not on dw's stderr.
+                    if not debug_requested():
+                        warnings.simplefilter("ignore")
+                    for batch in _dataset(plan, pool, left).iter_batches(batch_size=None, batch_format="numpy"):
+                        for kind, index, window, payload in rows_of(batch):
+                            gathering.take(kind, index, window, payload)
+            except WritingImpossible as error:
+                assembler.abandon(str(error))
+            except DwError:
+                raise
+            except Exception as error:  # noqa: BLE001 - whatever stops the dataset stops the run, said once
+                stopped = _why_stopped(error)
+            left = gathering.lost()
+        gathering.account(rounds, stopped)
     finally:
         disconnect()
     summary.wall_s = time.monotonic() - started
