@@ -108,3 +108,28 @@ def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch, requested, expected):
     monkeypatch.setattr(engine, "pick_device", lambda name: "cuda" if name == "auto" else name)
     choice = plan.ModelChoice(None, None, requested, None, "auto", "auto", "auto")
     assert plan._devices(choice, Rank(3, 8, 3)) == [expected]
+
+
+def test_a_torchrun_rerun_spreads_the_files_left_over_every_rank(speech, dw_env, tmp_path):
+    """Rank 0 decides which files are left (--skip-existing included) and shares that list
+    before the files are dealt out: the files rank 0's static share would have held are
+    already done, yet both ranks get one of the two left (before, rank 0 skipped its two
+    and rank 1 did the other two alone)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = sorted(CLIPS[:4])
+    for name in names:
+        shutil.copy(speech[name]["path"], folder / name)
+    out = tmp_path / "out"
+    first = subprocess.run(["dw", "transcribe", *(str(folder / name) for name in names[::2]), "-o", str(out), "-q",
+                            *MODEL], env=dw_env, capture_output=True, timeout=WAIT_S)
+    assert first.returncode == 0, first.stderr.decode()
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dwcli",
+         "transcribe", str(folder), "-o", str(out), "--skip-existing", "--log-json", "--workers", "0", *MODEL],
+        env={**dw_env, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=WAIT_S)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    summaries = [json.loads(line) for line in run.stderr.decode().splitlines()
+                 if line.startswith("{") and '"summary"' in line]
+    assert sorted((summary["ok"], summary["skipped"]) for summary in summaries) == [(1, 0), (1, 2)]
+    assert sorted(path.name for path in out.glob("*.txt")) == sorted(name.rsplit(".", 1)[0] + ".txt" for name in names)
