@@ -130,8 +130,10 @@ def terminal_kept_for_dw():
 
 
 def _quiet(debug: bool) -> None:
-    """Ray's Python side: its loggers resolve ``sys.stderr`` when they write, so they are
-    held to what dw would say itself (nothing), unless DW_DEBUG=1."""
+    """Ray's environment before it starts: no usage statistics sent (dw runs offline), and,
+    unless DW_DEBUG=1, no report of errors in results nobody read (a failed file's blocks:
+    dw accounts for every file itself).  Its loggers are held to CRITICAL by ``connect``:
+    they find ``sys.stderr`` when they write, which is dw's during a run."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a run never phones home
     if not debug:
         os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
@@ -240,6 +242,7 @@ class Pool:
     replicas: int
     cpus: int  # CPUs per replica (its torch threads)
     gpus: int  # GPUs per replica (0 or 1)
+    readers: int = 1  # files read at once: the CPUs the replicas leave
 
 
 def size_pool(cluster: ClusterOptions, device: str, nodes: list[dict]) -> Pool:
@@ -247,12 +250,15 @@ def size_pool(cluster: ClusterOptions, device: str, nodes: list[dict]) -> Pool:
     one replica per GPU; without GPUs, replicas of ``replica_cpus`` threads in three
     quarters of each node's CPUs (a replica lives on one node), the rest, at least one CPU
     a node, left to reading.  A cluster too small for that still gets one replica."""
+    cpus = sum(int(node.get("CPU", 0)) for node in nodes)
     if device == "cuda":
         gpus = sum(int(node.get("GPU", 0)) for node in nodes)
-        return Pool(cluster.replicas or max(1, gpus), cluster.replica_cpus or 1, 1)
-    for_models = [cpus - max(1, cpus // 4) for cpus in (int(node.get("CPU", 0)) for node in nodes) if cpus]
+        replicas, threads = cluster.replicas or max(1, gpus), cluster.replica_cpus or 1
+        return Pool(replicas, threads, 1, max(1, cpus - replicas * threads))
+    for_models = [count - max(1, count // 4) for count in (int(node.get("CPU", 0)) for node in nodes) if count]
     threads = max(1, min(cluster.replica_cpus or CPU_REPLICA_THREADS, max(for_models, default=1)))
-    return Pool(cluster.replicas or max(1, sum(cpus // threads for cpus in for_models)), threads, 0)
+    replicas = cluster.replicas or max(1, sum(count // threads for count in for_models))
+    return Pool(replicas, threads, 0, max(1, cpus - replicas * threads))
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -282,8 +288,13 @@ def _dataset(plan, pool: Pool, indices: list[int]):
         # arguments (deprecated without a named replacement yet: hence ray < 2.64).
         warnings.simplefilter("ignore")
         dataset = ray.data.from_items(items, override_num_blocks=len(items))  # one file a block, a task
+        # Readers ask Ray for no CPU of their own and are counted instead (as many at once
+        # as the replicas leave CPUs): a replica restarted after its node died lands on a
+        # node whose CPUs are all taken, and readers that waited for a free CPU would then
+        # wait for ever (measured: two replicas on the last 2-CPU node, reading stopped).
         dataset = dataset.map_batches(read_file, batch_size=1, fn_kwargs={"reading": reading_for(options, mel_bins(
-            plan.model))}, num_cpus=1, max_retries=READ_RETRIES)
+            plan.model))}, compute=ray.data.TaskPoolStrategy(size=pool.readers), num_cpus=0,
+            max_retries=READ_RETRIES)
         return dataset.map_batches(
             Replica, fn_constructor_kwargs={"spec": spec}, batch_size=options.batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.replicas, initial_size=pool.replicas,
@@ -369,12 +380,13 @@ def transcribe_on_cluster(plan, reporter: Reporter) -> RunSummary:
     gathering = _Gathering(assembler, reporter)
     connect(plan.cluster)
     try:
-        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-        pool = size_pool(plan.cluster, run.device.split(":")[0], nodes)
         stopped, rounds, left = None, 0, list(range(len(plan.files)))
         while left and rounds <= LOST_ROUNDS and stopped is None:
             rounds += 1
             gathering.again(left if rounds > 1 else [])
+            # Sized on the nodes alive now: a second round runs on what is left of the cluster.
+            nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+            pool = size_pool(plan.cluster, run.device.split(":")[0], nodes)
             try:
                 with warnings.catch_warnings():
                     # Ray Data warns through Python's warnings too (about the pool's size when

@@ -91,11 +91,11 @@ def test_the_plain_and_devices_paths_never_import_ray(jfk, dw_env, tmp_path):
 
 
 @pytest.mark.parametrize("device, nodes, expected", [
-    ("cuda", [{"CPU": 16, "GPU": 4}, {"CPU": 16, "GPU": 4}], cluster.Pool(8, 1, 1)),  # one replica per GPU
-    ("cpu", [{"CPU": 16}, {"CPU": 16}], cluster.Pool(6, 4, 0)),  # 12 of 16 CPUs a node for models, 4 each
-    ("cpu", [{"CPU": 2}], cluster.Pool(1, 1, 0)),  # this machine: one CPU models, one reads
-    ("cpu", [{"CPU": 1}, {"CPU": 1}, {"CPU": 1}], cluster.Pool(1, 1, 0)),  # tiny nodes: one replica, the rest read
-    ("cpu", [{"CPU": 0}, {"CPU": 2}, {"CPU": 2}], cluster.Pool(2, 1, 0)),  # a head that runs no work
+    ("cuda", [{"CPU": 16, "GPU": 4}, {"CPU": 16, "GPU": 4}], cluster.Pool(8, 1, 1, 24)),  # one replica per GPU
+    ("cpu", [{"CPU": 16}, {"CPU": 16}], cluster.Pool(6, 4, 0, 8)),  # 12 of 16 CPUs a node for models, 4 each
+    ("cpu", [{"CPU": 2}], cluster.Pool(1, 1, 0, 1)),  # this machine: one CPU models, one reads
+    ("cpu", [{"CPU": 1}, {"CPU": 1}, {"CPU": 1}], cluster.Pool(1, 1, 0, 2)),  # tiny nodes: one replica, the rest read
+    ("cpu", [{"CPU": 0}, {"CPU": 2}, {"CPU": 2}], cluster.Pool(2, 1, 0, 2)),  # a head that runs no work
 ])
 def test_the_pool_takes_one_replica_per_gpu_or_a_share_of_each_nodes_cpus(device, nodes, expected):
     assert cluster.size_pool(ClusterOptions("auto"), device, nodes) == expected
