@@ -190,7 +190,7 @@ def test_two_processes_under_torchrun_train_one_student(distilled, dw_env, tmp_p
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dwcli",
          "distill", "train", "--teacher", "offline:tiny.en", "--student", str(out / ".distill" / "student-init"),
-         "--labels", str(out / ".distill" / "labels"), "--out", str(target), "--steps", "4", "--batch-size", "2",
+         "--labels", str(out / ".distill" / "labels"), "--out", str(target), "--steps", "4", "--train-batch-size", "2",
          "--warmup-steps", "1", "--checkpoint-steps", "2"],
         env={**dw_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -210,7 +210,7 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(distilled, dw_
     target = tmp_path / "killed"
     command = ["dw", "distill", "train", "--teacher", "offline:tiny.en", "--student",
                str(out / ".distill" / "student-init"), "--labels", str(out / ".distill" / "labels"),
-               "--out", str(target), "--batch-size", "2", "--checkpoint-steps", "2"]
+               "--out", str(target), "--train-batch-size", "2", "--checkpoint-steps", "2"]
     state = target / ".distill" / "checkpoint" / "dw_state.json"
     process = subprocess.Popen([*command, "--steps", "400"], env=dw_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
