@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from .batcher import Batcher
 from .chunking import ChunkedSource
+from .engine import Engine
+from .models import resolve_model
 from .sources import FileEnd, FileFailed, SourceSettings, WindowItem
 from .workers import file_items
 
@@ -109,8 +111,6 @@ class ReplicaSpec:
 def _on_this_node(resolved, device: str):
     """The driver's model, or the same model found on this node (its own cache) when the
     driver's path is not shared with it."""
-    from .models import resolve_model
-
     if resolved is None or resolved.path.is_dir():
         return resolved
     return resolve_model(resolved.model_id, device)
@@ -121,8 +121,6 @@ class Replica:
 
     def __init__(self, spec: ReplicaSpec):
         import torch
-
-        from .engine import Engine
 
         torch.set_num_threads(spec.threads)
         device = spec.precision.device
