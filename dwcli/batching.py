@@ -38,6 +38,7 @@ class FileEnd:
     duration_s: float
     source_stamp: tuple[int, int] | None = None  # (size, mtime) before decoding began
     decoding: dict | None = None  # what decoding found wrong: damaged packets skipped, partial
+    speech: object = None  # with --speakers: the file's speakers.embed.FileSpeech
 
 
 @dataclass
@@ -74,24 +75,30 @@ def decoding_notes(report: DecodeReport) -> dict | None:
 
 
 def file_items(file_index: int, media: MediaFile, n_mels: int, vad: VadOptions = VadOptions(),
-               allow_partial: bool = False) -> Iterator[WindowItem | FileEnd | FileFailed]:
-    """Stream one file as windows with features, then its end (or its failure)."""
+               allow_partial: bool = False, speakers=None) -> Iterator[WindowItem | FileEnd | FileFailed]:
+    """Stream one file as windows with features, then its end (or its failure).  With
+    ``speakers`` (``SpeakerOptions``), the end carries the speaker embeddings of its speech."""
     from .features import log_mel
     from .resume import source_stamp
+    from .speakers import embedder
 
     chunker = Chunker(vad)
+    voices = embedder(speakers)
     report = DecodeReport()
     stamp = source_stamp(media)  # before a byte is read: a file still being copied in shows later
     try:
         for window in chunker.windows(decode_blocks(media.source, report, allow_partial)):
             yield WindowItem(file_index, window, log_mel(window.samples, n_mels))
+            if voices is not None:
+                voices.add_window(window)  # after the window is on its way to the model
     except DwError as error:
         yield FileFailed(file_index, str(error))
         return
     except Exception as error:  # an unexpected failure still fails only this file
         yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
-    yield FileEnd(file_index, chunker.samples_read / SAMPLE_RATE, stamp, decoding_notes(report))
+    yield FileEnd(file_index, chunker.samples_read / SAMPLE_RATE, stamp, decoding_notes(report),
+                  voices.result() if voices is not None else None)
 
 
 def _iterable_dataset_base():
@@ -106,8 +113,9 @@ class WindowStream(_iterable_dataset_base()):
     takes the next unclaimed file instead, so whoever is free does the work."""
 
     def __init__(self, files: list[MediaFile], n_mels: int, claims=None, vad: VadOptions = VadOptions(),
-                 allow_partial: bool = False, only: list[int] | None = None):
+                 allow_partial: bool = False, only: list[int] | None = None, speakers=None):
         self.files = files
+        self.speakers = speakers  # SpeakerOptions: embed each file's speech too
         self.n_mels = n_mels
         self.claims = claims
         self.vad = vad
@@ -126,7 +134,8 @@ class WindowStream(_iterable_dataset_base()):
         else:
             indices = (self.only if self.only is not None else range(len(self.files)))[worker::workers]
         for file_index in indices:
-            yield from file_items(file_index, self.files[file_index], self.n_mels, self.vad, self.allow_partial)
+            yield from file_items(file_index, self.files[file_index], self.n_mels, self.vad, self.allow_partial,
+                                  self.speakers)
 
 
 def _unchanged(item):
@@ -175,7 +184,8 @@ def die_with_parent(_worker_id: int = 0) -> None:
 
 
 def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None, vad: VadOptions = VadOptions(),
-                 allow_partial: bool = False, only: list[int] | None = None) -> Iterator[WindowItem | FileEnd | FileFailed]:
+                 allow_partial: bool = False, only: list[int] | None = None,
+                 speakers=None) -> Iterator[WindowItem | FileEnd | FileFailed]:
     """The files' items, decoded in ``workers`` background processes (0: in this one): all
     of them, or with ``claims`` those this process's workers take from that shared counter.
     The workers start at once, so they decode while the caller loads the model.
@@ -184,12 +194,12 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
     one is decoded here.
     """
     if workers <= 0 or any(media.stream for media in files) or len(files) == 0:
-        return iter(WindowStream(files, n_mels, claims, vad, allow_partial, only))
+        return iter(WindowStream(files, n_mels, claims, vad, allow_partial, only, speakers))
     import torch
 
     workers = min(workers, len(files) if only is None else len(only))
     loader = torch.utils.data.DataLoader(
-        WindowStream(files, n_mels, claims, vad, allow_partial, only),
+        WindowStream(files, n_mels, claims, vad, allow_partial, only, speakers),
         batch_size=None,
         num_workers=workers,
         collate_fn=_unchanged,

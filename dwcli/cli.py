@@ -37,8 +37,9 @@ EXIT_CODES_HELP = "Exit status: " + "; ".join(
     f"{int(status)} {meaning}" for status, meaning in EXIT_STATUS_MEANINGS.items()) + "."
 
 # Option groups of --help and the man page, in the order they are shown.
-INPUTS, MODEL, DECODING, SPEECH, SUBTITLES, LOGGING = (
-    "Inputs and outputs", "Model and device", "Decoding", "Speech detection", "Subtitles", "Messages")
+INPUTS, MODEL, DECODING, SPEECH, SPEAKERS, SUBTITLES, LOGGING = (
+    "Inputs and outputs", "Model and device", "Decoding", "Speech detection", "Speaker labels", "Subtitles",
+    "Messages")
 
 
 class GroupedCommand(TyperCommand):
@@ -241,6 +242,20 @@ VadSilenceOption = Annotated[int, typer.Option(
     envvar="DW_VAD_MIN_SILENCE_MS", rich_help_panel=SPEECH, help="A pause must last this long (ms) to end speech.")]
 VadPadOption = Annotated[int, typer.Option(
     envvar="DW_VAD_SPEECH_PAD_MS", rich_help_panel=SPEECH, help="Audio kept around detected speech on each side (ms).")]
+SpeakersOption = Annotated[bool, typer.Option(
+    "--speakers", envvar="DW_SPEAKERS", rich_help_panel=SPEAKERS,
+    help="Label who speaks (SPEAKER_00, SPEAKER_01... in order of first appearance): CAM++ speaker embeddings "
+         "of the detected speech, spectral clustering; words timed, segments cut where the speaker changes, "
+         "and the rttm format. Offline; needs pip install 'dw[speakers]'.")]
+NumSpeakersOption = Annotated[Optional[int], typer.Option(
+    envvar="DW_NUM_SPEAKERS", rich_help_panel=SPEAKERS, show_default=False,
+    help="With --speakers: exactly this many speakers (default: estimated per file).")]
+MinSpeakersOption = Annotated[Optional[int], typer.Option(
+    envvar="DW_MIN_SPEAKERS", rich_help_panel=SPEAKERS, show_default=False,
+    help="With --speakers: at least this many speakers per file.")]
+MaxSpeakersOption = Annotated[Optional[int], typer.Option(
+    envvar="DW_MAX_SPEAKERS", rich_help_panel=SPEAKERS, show_default=False,
+    help="With --speakers: at most this many speakers per file (default 10).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", envvar="DW_QUIET", rich_help_panel=LOGGING,
                                            help="Print only errors on stderr.")]
 LogJsonOption = Annotated[bool, typer.Option(
@@ -287,6 +302,14 @@ def _vad_options(vad, threshold, min_speech_ms, min_silence_ms, pad_ms):
                         ("--vad-speech-pad-ms", pad_ms)):
         _at_least(name, value, 0)
     return VadOptions(vad, threshold, min_speech_ms, min_silence_ms, pad_ms)
+
+
+def _speaker_options(speakers, num_speakers, min_speakers, max_speakers, vad, task):
+    from .speakers import check_options
+
+    if speakers and task == "translate":
+        raise UsageError("--speakers needs word timestamps, which a translation (--task translate) does not have")
+    return check_options(speakers, num_speakers, min_speakers, max_speakers, vad)
 
 
 def _run_options(batch_size: int, workers: int) -> None:
@@ -359,7 +382,8 @@ def transcribe(
     ] = None,
     formats: Annotated[str, typer.Option(
         "--format", "-f", envvar="DW_FORMAT", rich_help_panel=INPUTS,
-        help="Output formats, comma-separated: txt, srt, vtt, json, tsv, or all.")] = "txt",
+        help="Output formats, comma-separated: txt, srt, vtt, json, tsv, rttm (speaker turns, with --speakers), "
+             "or all.")] = "txt",
     output_dir: Annotated[Optional[str], typer.Option(
         "--output-dir", "-o", envvar="DW_OUTPUT_DIR", rich_help_panel=INPUTS, metavar="<path>",
         help="Write outputs here, mirroring the input folders (default: beside each input).")] = None,
@@ -413,6 +437,10 @@ def transcribe(
     vad_min_speech_ms: VadSpeechOption = 0,
     vad_min_silence_ms: VadSilenceOption = 160,
     vad_speech_pad_ms: VadPadOption = 400,
+    speakers: SpeakersOption = False,
+    num_speakers: NumSpeakersOption = None,
+    min_speakers: MinSpeakersOption = None,
+    max_speakers: MaxSpeakersOption = None,
     highlight_words: Annotated[bool, typer.Option(
         "--highlight-words", envvar="DW_HIGHLIGHT_WORDS", rich_help_panel=SUBTITLES,
         help="Karaoke style, each word underlined as it is spoken (implies --word-timestamps).")] = False,
@@ -445,14 +473,16 @@ def transcribe(
         from .subtitles import SubtitleOptions
         from .writers import WriterOptions, parse_formats
 
-        format_list = tuple(parse_formats(formats))
+        speaker_options = _speaker_options(speakers, num_speakers, min_speakers, max_speakers, vad, task)
+        format_list = tuple(parse_formats(formats, speakers=speaker_options is not None))
         for name, value in (("--max-line-width", max_line_width), ("--max-line-count", max_line_count),
                             ("--max-cue-duration", max_cue_duration), ("--max-cps", max_cps)):
             _positive(name, value)
         if output_dir is not None and not output_dir.strip():
             raise UsageError("--output-dir: give a folder (an empty name would mean the current one)")
         _run_options(batch_size, workers)
-        words = word_timestamps or highlight_words
+        # Speaker labels go word by word: they need the words' times.
+        words = word_timestamps or highlight_words or speaker_options is not None
         options = TranscribeOptions(
             formats=format_list,
             batch_size=batch_size,
@@ -469,6 +499,7 @@ def transcribe(
             long_form=long_form,
             vad=_vad_options(vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms),
             allow_partial=allow_partial,
+            speakers=speaker_options,
         )
         inputs = Inputs(tuple(paths or ()), from_list, null_separated, Path(output_dir) if output_dir else None, stdout,
                         skip_existing)

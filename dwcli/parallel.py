@@ -104,7 +104,7 @@ def _replica(replica: Replica, threads: int, files, claims: FileCounter, events)
         options = replica.options
         # The replica's decoding workers take files from the counter all replicas share.
         items = stream_items(files, engine.n_mels, options.workers, claims=claims, vad=options.vad,
-                             allow_partial=options.allow_partial)
+                             allow_partial=options.allow_partial, speakers=options.speakers)
         summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items, announce=False)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever

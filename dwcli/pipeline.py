@@ -24,6 +24,7 @@ from .errors import Terminated
 from .features import log_mel
 from . import refine
 from .resume import Resume
+from .speakers import SpeakerOptions, label_speakers
 from .vad import VadOptions
 from .segments import Segment, Transcript, timeline
 from .writers import WriterOptions, render
@@ -43,6 +44,7 @@ class TranscribeOptions:
     vad: VadOptions = VadOptions()  # what is speech: only it reaches the model
     allow_partial: bool = False  # transcribe what a truncated file holds (marked partial) instead of failing it
     resume: Resume | None = None  # records how each file's outputs were made (--skip-existing)
+    speakers: SpeakerOptions | None = None  # --speakers: label who speaks (None: no labels)
 
 
 @dataclass
@@ -100,6 +102,7 @@ class _FileState:
     started: bool = False  # a window of it has arrived
     source_stamp: tuple[int, int] | None = None  # (size, mtime) before it was read
     decoding: dict | None = None  # damage decoding found
+    speech: object = None  # with --speakers: the speaker embeddings of its speech (FileEnd's)
 
     @property
     def complete(self) -> bool:
@@ -128,7 +131,7 @@ class _Run:
             self.pending.append(item)
         elif isinstance(item, FileEnd):
             state.duration_s = item.duration_s
-            state.source_stamp, state.decoding = item.source_stamp, item.decoding
+            state.source_stamp, state.decoding, state.speech = item.source_stamp, item.decoding, item.speech
             self._maybe_finish(item.file_index)
         elif isinstance(item, FileFailed):
             self._fail(item.file_index, item.message, item.detail)
@@ -189,7 +192,7 @@ class _Run:
 
         files = [(index, state.media) for index, state in enumerate(self.states)]
         for event in sequential_transcripts(files, self.engine, self.options.decoding, self.options.batch_size,
-                                            self.options.vad, self.options.allow_partial):
+                                            self.options.vad, self.options.allow_partial, self.options.speakers):
             if isinstance(event, FileFailed):
                 self._fail(event.file_index, event.message, event.detail)
                 continue
@@ -197,7 +200,7 @@ class _Run:
             state.segments = event.segments
             state.languages = Counter(event.languages)
             state.duration_s = event.duration_s
-            state.source_stamp, state.decoding = event.source_stamp, event.decoding
+            state.source_stamp, state.decoding, state.speech = event.source_stamp, event.decoding, event.speech
             self.reporter.advance(event.duration_s)
             self._maybe_finish(event.file_index)
 
@@ -232,6 +235,7 @@ class _Run:
             options=result_options(self.engine, self.options),
             decoding=state.decoding or {},
         )
+        transcript = label_speakers(transcript, state.speech, self.options.speakers)
         try:
             outputs = self._write(state.media, transcript, state.source_stamp) if self.collect is None else []
             if self.collect is not None:
@@ -242,7 +246,7 @@ class _Run:
             if error.errno in _CANNOT_WRITE:
                 raise WritingImpossible(reason) from None
             return
-        state.segments = []
+        state.segments, state.speech = [], None
         state.failed = True  # finished: never finish twice
         self.summary.ok += 1
         self.summary.audio_s += transcript.duration_s
@@ -317,7 +321,7 @@ def _feed_resilient(run: _Run, files, engine, options: TranscribeOptions, items)
     while True:
         if items is None:
             items = stream_items(files, engine.n_mels, options.workers, vad=options.vad,
-                                 allow_partial=options.allow_partial, only=only)
+                                 allow_partial=options.allow_partial, only=only, speakers=options.speakers)
         try:
             for item in items:
                 run.feed(item)

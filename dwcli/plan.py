@@ -240,7 +240,7 @@ def execute(plan: RunPlan, reporter, stdout=None) -> RunSummary:
                 # Decoding starts first: the workers read the media while the model loads.
                 n_mels = _mel_bins(plan.model)
                 items = stream_items(plan.files, n_mels, plan.options.workers, vad=plan.options.vad,
-                                     allow_partial=plan.options.allow_partial)
+                                     allow_partial=plan.options.allow_partial, speakers=plan.options.speakers)
             engine = Engine(plan.model, plan.replicas[0], plan.assistant)
         return transcribe_files(plan.files, engine, plan.options, reporter, stdout=stdout, settled=plan.settled,
                                 items=items)

@@ -30,6 +30,8 @@ _NOT_IN_RESULT = frozenset({"formats", "batch_size", "workers", "to_stdout", "re
 # Decoding options added after records were first written, with the value that does what dw
 # did before each existed: a record without one was made that way, and is not redone for it.
 _ADDED_DECODING_OPTIONS = {"beam_size": 1, "initial_prompt": None, "condition_on_previous_text": False}
+# The same for run options: a record from before --speakers existed was made without labels.
+_ADDED_OPTIONS = {"speakers": None}
 
 
 def _encode(value):
@@ -103,7 +105,7 @@ class Record:
     def from_json(cls, text: str) -> Record:
         """Raises ValueError (json.JSONDecodeError included), KeyError or TypeError when malformed."""
         data = json.loads(text)
-        options = dict(data["options"])
+        options = {**_ADDED_OPTIONS, **dict(data["options"])}
         if isinstance(options.get("decoding"), dict):
             options["decoding"] = {**_ADDED_DECODING_OPTIONS, **options["decoding"]}
         recipe = Recipe(str(data["model"]), options, dict(data["subtitles"]))

@@ -19,6 +19,7 @@ class Word:
     end: float
     word: str  # as Whisper spells it, with its leading space
     probability: float
+    speaker: str | None = None  # with --speakers
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Segment:
     text: str
     words: list[Word] | None = None  # with --word-timestamps
     tokens: list[int] = field(default_factory=list, repr=False, compare=False)  # text tokens
+    speaker: str | None = None  # with --speakers: who says it
 
     def span_words(self) -> None:
         """Start at the first word and end at the last (word times are sharper than
@@ -55,6 +57,9 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     options: dict = field(default_factory=dict)  # the settings that shaped the result
     decoding: dict = field(default_factory=dict)  # damage found decoding the media (empty: none)
+    # With --speakers: each speaker's label and talk time, and the turns (None: not asked).
+    speakers: list | None = None
+    turns: list | None = None
 
     @property
     def text(self) -> str:

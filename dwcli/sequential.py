@@ -57,6 +57,7 @@ class _FileCursor:
     # next window begins among them (openai-whisper's all_tokens and prompt_reset_since).
     tokens: list[int] = field(default_factory=list)
     context_from: int = 0
+    voices: object = None  # with --speakers: a speakers.embed.SpeechEmbedder fed each piece
 
     @property
     def context(self) -> tuple[int, ...]:
@@ -73,6 +74,8 @@ class _FileCursor:
         else:
             self.spans.append(Span(self.stream_length, piece.start, len(piece.samples)))
         self.regions.extend(piece.speech or ())
+        if self.voices is not None:
+            self.voices.add(piece.start, piece.samples, piece.speech or ())
         self.buffer = np.concatenate([self.buffer, piece.samples]) if len(self.buffer) else piece.samples
         self.stream_length += len(piece.samples)
 
@@ -144,6 +147,7 @@ class FileTranscribed:
     duration_s: float
     source_stamp: tuple[int, int] | None = None
     decoding: dict | None = None
+    speech: object = None  # with --speakers: the speakers.embed.FileSpeech of its speech
 
 
 def _decode_fitting(engine, windows, contexts, options) -> list:
@@ -165,11 +169,13 @@ def _decode_fitting(engine, windows, contexts, options) -> list:
 
 
 def sequential_transcripts(media_files, engine, options, batch_size: int, vad: VadOptions = VadOptions(),
-                           allow_partial: bool = False) -> Iterator[FileTranscribed | FileFailed]:
+                           allow_partial: bool = False, speakers=None) -> Iterator[FileTranscribed | FileFailed]:
     """Transcribe ``media_files`` (a list of ``(file_index, MediaFile)``) sequentially,
-    ``batch_size`` files side by side; yield each file's result as it finishes."""
+    ``batch_size`` files side by side; yield each file's result as it finishes (with
+    ``speakers``, ``SpeakerOptions``, the speaker embeddings of its speech too)."""
     from .batching import decoding_notes
     from .resume import source_stamp
+    from .speakers import embedder
 
     pending = list(media_files)
     active: list[_FileCursor] = []
@@ -181,6 +187,7 @@ def sequential_transcripts(media_files, engine, options, batch_size: int, vad: V
             cursor = _FileCursor(file_index, speech, speech.pieces(decode_blocks(media.source, report, allow_partial)),
                                  report, stamp, media.label)
             cursor.tokens = list(engine.prompt_tokens(options.initial_prompt))
+            cursor.voices = embedder(speakers)
             active.append(cursor)
         windows, cursors = [], []
         for cursor in list(active):
@@ -193,7 +200,8 @@ def sequential_transcripts(media_files, engine, options, batch_size: int, vad: V
             if window is None:
                 active.remove(cursor)
                 yield FileTranscribed(cursor.file_index, cursor.segments, cursor.languages, cursor.duration_s,
-                                      cursor.source_stamp, decoding_notes(cursor.report))
+                                      cursor.source_stamp, decoding_notes(cursor.report),
+                                      cursor.voices.result() if cursor.voices is not None else None)
             else:
                 windows.append(window)
                 cursors.append(cursor)
