@@ -555,6 +555,9 @@ def evaluate(
     vad_min_speech_ms: VadSpeechOption = 0,
     vad_min_silence_ms: VadSilenceOption = 160,
     vad_speech_pad_ms: VadPadOption = 400,
+    num_speakers: NumSpeakersOption = None,
+    min_speakers: MinSpeakersOption = None,
+    max_speakers: MaxSpeakersOption = None,
     quiet: QuietOption = False,
     log_json: LogJsonOption = False,
 ) -> None:
@@ -563,6 +566,11 @@ def evaluate(
     Transcribes every recording with the same engine and options as dw transcribe (plain
     text, nothing written beside the audio) and scores it against its reference after
     Whisper's text normaliser (English; other languages: its basic one, and CER).
+
+    When the manifest gives reference speaker turns ("rttm": an RTTM file, and optionally
+    "utterances": a JSON list of {start, end, speaker, text}), speakers are labelled as
+    with dw transcribe --speakers and scored: DER (0.25 s collar, overlap scored), files
+    with the right number of speakers, and reference words given the right speaker.
 
     Example: dw eval speech/manifest.jsonl --model distil-whisper/distil-small.en --json
     """
@@ -580,12 +588,20 @@ def evaluate(
             raise UsageError(f"--limit {limit}: expected 0 or more")
         references = references[:limit] if limit else references
         _run_options(batch_size, workers)
+        from .evaluate import has_speaker_references
+        from .speakers import check_options
+
+        speaker_options = check_options(has_speaker_references(references), num_speakers, min_speakers, max_speakers,
+                                        vad, "speaker references (rttm in the manifest)")
+        labelled = speaker_options is not None
         options = TranscribeOptions(
             formats=("txt",), batch_size=batch_size, workers=workers, long_form=long_form,
             decoding=_decoding_options(language, task, long_form, condition_on_previous_text, initial_prompt,
                                        beam_size, temperature, compression_ratio_threshold, logprob_threshold,
-                                       no_speech_threshold, timestamps=long_form == "sequential"),
+                                       no_speech_threshold, timestamps=long_form == "sequential" or labelled,
+                                       word_timestamps=labelled),
             vad=_vad_options(vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms),
+            speakers=speaker_options,
         )
         _prepare_process()
         from dataclasses import replace
@@ -606,6 +622,8 @@ def evaluate(
                         drafter)
         evaluation = run_evaluation(references, engine, options, reporter)
         result = {"model": resolved.model_id, **evaluation.total.as_dict(), "failed": evaluation.failed}
+        if evaluation.speakers is not None:
+            result["speakers"] = {**evaluation.speakers.as_dict(), "per_file": evaluation.speaker_files}
         if as_json:
             real_stdout.write(json.dumps(result) + "\n")
         elif not quiet:
@@ -622,6 +640,12 @@ def _score_table(result: dict) -> str:
             ("insertion rate %", f"{result['insertion_rate']:.2f}"), ("repeated 5-grams", result["repeated_5grams"]),
             ("CER %", f"{result['cer']:.2f}"), ("audio s", f"{result['audio_s']:.1f}"),
             ("wall s", f"{result['wall_s']:.1f}"), ("x real time", f"{result['x_real_time']:.1f}")]
+    speakers = result.get("speakers")
+    if speakers:
+        rows += [("DER %", f"{speakers['der']:.2f}"),
+                 ("speaker count right", f"{speakers['count_right']} of {speakers['files']}")]
+        if "word_accuracy" in speakers:
+            rows.append(("words, right speaker %", f"{speakers['word_accuracy']:.2f}"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -29,6 +29,8 @@ class Reference:
     audio: Path
     text: str
     language: str = "en"
+    rttm: Path | None = None  # reference speaker turns: diarization is scored too
+    utterances: Path | None = None  # each utterance's speaker and text: words with the right speaker
 
 
 def _reference_text(path: Path) -> str:
@@ -71,7 +73,13 @@ def load_references(data: Path) -> list[Reference]:
         if not isinstance(row.get("text"), str):
             raise UsageError(f"{data}:{number}: no \"text\" reference")
         language = str(row.get("lang") or row.get("language") or "en")
-        references.append(Reference((data.parent / row["audio"]), row["text"], language))
+        extra = {}
+        for key in ("rttm", "utterances"):
+            if key in row:
+                if not isinstance(row[key], str):
+                    raise UsageError(f"{data}:{number}: \"{key}\" is not a path")
+                extra[key] = data.parent / row[key]
+        references.append(Reference((data.parent / row["audio"]), row["text"], language, **extra))
     if not references:
         raise UsageError(f"{data}: the manifest lists no recordings")
     return references
@@ -183,6 +191,9 @@ class Evaluation:
     total: Score = field(default_factory=Score)
     files: list[tuple[Reference, Score, str]] = field(default_factory=list)
     failed: int = 0  # files that could not be transcribed
+    # With RTTM references: speaker labels scored, in total and per file.
+    speakers: object = None  # speakers.score.DiarizationScore
+    speaker_files: list[dict] = field(default_factory=list)
 
 
 def evaluate(references: list[Reference], engine, options, reporter=None) -> Evaluation:
@@ -206,6 +217,27 @@ def evaluate(references: list[Reference], engine, options, reporter=None) -> Eva
         result = score(reference.text, transcript.text, reference.language, transcript.duration_s)
         evaluation.files.append((reference, result, transcript.text))
         evaluation.total.add(result)
+        if options.speakers is not None and reference.rttm is not None:
+            _score_speakers(evaluation, reference, transcript)
     evaluation.total.wall_s = time.monotonic() - started
     evaluation.failed = summary.failed
     return evaluation
+
+
+def has_speaker_references(references: list[Reference]) -> bool:
+    """Whether the manifest gives reference speaker turns (then ``dw eval`` labels speakers)."""
+    return any(reference.rttm is not None for reference in references)
+
+
+def _score_speakers(evaluation: Evaluation, reference: Reference, transcript) -> None:
+    from .speakers.rttm import read_turns
+    from .speakers.score import DiarizationScore, load_utterances, score_file
+
+    turns = read_turns(reference.rttm)
+    utterances = load_utterances(reference.utterances) if reference.utterances is not None else None
+    result = score_file(turns, transcript, utterances, lambda text: normalize(text, reference.language))
+    if evaluation.speakers is None:
+        evaluation.speakers = DiarizationScore()
+    evaluation.speakers.add(result)
+    evaluation.speaker_files.append({"audio": str(reference.audio), "speakers": len({turn.speaker for turn in turns}),
+                                     "found": len(transcript.speakers or []), **result.as_dict()})

@@ -42,7 +42,7 @@ def check_options(enabled: bool, num: int | None, low: int | None, high: int | N
         given = [name for name, value in (("--num-speakers", num), ("--min-speakers", low),
                                           ("--max-speakers", high)) if value is not None]
         if given:
-            raise UsageError(f"{given[0]} needs --speakers")
+            raise UsageError(f"{given[0]} needs {option}")
         return None
     if low is not None and high is not None and low > high:
         raise UsageError(f"--min-speakers {low} is above --max-speakers {high}")
