@@ -92,7 +92,7 @@ class Spec:
     seed: int
     minutes: float = 2.0  # at least this long (clips are reused when the speakers have too few)
     overlap_share: float = 0.2  # turns that start before the previous one ends
-    half: str = ""  # "first" or "second": which half of each speaker's clips (default: by split)
+    half: str = ""  # "first", "second" or "all" of each speaker's clips (default: by split)
 
 
 # The benchmark's set: tune on the first half of each LibriSpeech/LJ speaker's clips, dev on
@@ -145,7 +145,7 @@ def _clip(utterance: Utterance, cache: dict) -> np.ndarray:
 def _pool(utterances: list[Utterance], spec: Spec, single_split: bool) -> list[Utterance]:
     """The speaker's clips this conversation may use: one half by the split, or all of them
     for a voice that appears in one split only."""
-    if single_split or len(utterances) < 2:
+    if single_split or len(utterances) < 2 or spec.half == "all":
         return utterances
     half = spec.half or ("first" if spec.split == "tune" else "second")
     middle = len(utterances) // 2

@@ -58,8 +58,8 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
 @pytest.mark.parametrize(
     "args, env, error",
     [
-        (["x.wav", "--format", "xyz"], {}, "--format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv or all"),
-        (["x.wav"], {"DW_FORMAT": "srt,doc"}, "--format srt,doc: unknown format doc; choose from txt, srt, vtt, json, tsv or all"),
+        (["x.wav", "--format", "xyz"], {}, "--format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv, rttm or all"),
+        (["x.wav"], {"DW_FORMAT": "srt,doc"}, "--format srt,doc: unknown format doc; choose from txt, srt, vtt, json, tsv, rttm or all"),
         ([], {}, "no input: name files, folders or - (standard input), or use --from-list"),
         (["x.wav", "--task", "sing"], {}, "--task sing: expected transcribe or translate"),
         (["x.wav", "--quantize", "int4"], {}, "--quantize int4: expected auto, none or int8"),
@@ -73,6 +73,17 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         (["a.wav", "b.wav", "--stdout"], {}, "writing to standard output takes exactly one input"),
         (["-", "--from-list", "-"], {}, "standard input cannot hold both the media and the --from-list"),
         (["--from-list", "/nonexistent/list.txt"], {}, "--from-list /nonexistent/list.txt: No such file or directory"),
+        (["x.wav", "--speakers", "--num-speakers", "0"], {}, "--num-speakers 0: expected 1 or more"),
+        (["x.wav"], {"DW_SPEAKERS": "1", "DW_NUM_SPEAKERS": "0"}, "--num-speakers 0: expected 1 or more"),
+        (["x.wav", "--speakers", "--min-speakers", "3", "--max-speakers", "2"], {},
+         "--min-speakers 3 is above --max-speakers 2"),
+        (["x.wav", "--speakers", "--num-speakers", "2", "--max-speakers", "3"], {},
+         "--num-speakers fixes the count: give it alone, or --min-speakers/--max-speakers"),
+        (["x.wav", "--speakers", "--task", "translate"], {},
+         "--speakers needs word timestamps, which a translation (--task translate) does not have"),
+        (["x.wav", "--speakers", "--no-vad"], {}, "--speakers needs speech detection: drop --no-vad"),
+        (["x.wav", "--num-speakers", "2"], {}, "--num-speakers needs --speakers"),
+        (["x.wav", "--format", "srt,rttm"], {}, "--format srt,rttm: rttm holds speaker turns: add --speakers"),
     ],
 )
 def test_usage_errors_are_one_exact_line_and_exit_2(args, env, error):

@@ -4,7 +4,7 @@ The recipe of 3D-Speaker's diarization (after speechbrain's): cosine similaritie
 sub-window embeddings, each row pruned to its strongest neighbours (so the graph links a
 voice to itself, not to every voice a little), symmetrised; the unnormalised Laplacian's
 smallest eigenvalues come in a cluster per speaker, so the count is where the gap after
-them is largest (searched between ``min_speakers`` and ``max_speakers``) unless it is given;
+them is largest (then held between ``min_speakers`` and ``max_speakers``) unless it is given;
 k-means on the matching eigenvectors labels the sub-windows.  Two clean-ups follow, unless
 the count was given: speakers whose mean voices are as alike as one voice is to itself are
 one speaker (the eigengap alone over-counts a speaker whose voice drifts), and a "speaker"
@@ -126,12 +126,15 @@ def _spectral(unit: np.ndarray, low: int, high: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
     affinity = _pruned_affinity(unit)
-    values, vectors = _smallest_eigen(affinity, min(high + 1, len(unit) - 1))
+    # The count is estimated over the whole usual range, then held to the bounds: with more
+    # voices than ``high``, the gaps below ``high`` are all noise, and ``high`` is right.
+    search = max(high, DEFAULT_MAX_SPEAKERS)
+    values, vectors = _smallest_eigen(affinity, min(search + 1, len(unit) - 1))
     if low == high:
         speakers = low
     else:
-        gaps = np.diff(values[low - 1 : high + 1])
-        speakers = int(np.argmax(gaps)) + low if len(gaps) else low
+        gaps = np.diff(values)
+        speakers = min(max(int(np.argmax(gaps)) + 1 if len(gaps) else 1, low), high)
     if speakers == 1:
         return np.zeros(len(unit), int)
     return KMeans(n_clusters=speakers, n_init=10, random_state=0).fit_predict(vectors[:, :speakers])

