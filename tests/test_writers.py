@@ -22,7 +22,7 @@ import pytest
 from dwcli.errors import UsageError
 from dwcli.segments import Segment, Transcript, Word
 from dwcli.subtitles import SubtitleOptions, shape_cues
-from dwcli.speakers.assign import SpeakerTime, Turn, apply_turns
+from dwcli.speakers.assign import Turn, apply_turns
 from dwcli.writers import SPEAKER_FORMATS, WRITERS, WriterOptions, parse_formats, render
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
