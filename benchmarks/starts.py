@@ -4,7 +4,8 @@ Files: real utterances one after another with known pauses.
 
 - ``joined`` (held out: the benchmark's joined set): each LibriSpeech test-other speaker's
   clips and the LibriVox clips in reading order, 0.25 s apart, room tone left in; the truth
-  is where each clip's voice starts (its first 10 ms reaching 10% of its peak).
+  is where each clip's voice starts (its first 10 ms reaching 10% of its peak), and, as a
+  second reading (``clip``), where the clip itself starts, room tone and all.
 - ``timestamps`` (tests/test_timestamps.py's files): the 10 utterances of test-other 3080,
   trimmed to the voice, joined with silences of 0.6 to 5 s.
 
@@ -65,7 +66,7 @@ def joined_files(data: Path, cache: Path) -> list[tuple[Path, list[tuple[float, 
         for row in members:
             clip = load_audio(data / row["audio"])
             start, end = _voice_edges(clip)
-            truth.append((cursor / SAMPLE_RATE + start, cursor / SAMPLE_RATE + end))
+            truth.append((cursor / SAMPLE_RATE + start, cursor / SAMPLE_RATE + end, cursor / SAMPLE_RATE))
             cursor += len(clip) + SAMPLE_RATE // 4
         files.append((Path(item.audio), truth))
     return files
@@ -104,19 +105,24 @@ def measure(files, dw_args: list[str], out: Path) -> dict:
     command = ["dw", "transcribe", *map(str, (path for path, _ in files)), "-f", "json", "-o", str(out),
                "--model", "offline:tiny.en", "--quiet", *dw_args]
     subprocess.run(command, check=True)
-    nearest, boundary = [], []
+    nearest, boundary, clip = [], [], []
     for path, truth in files:
         segments = json.loads((out / f"{path.stem}.json").read_text())["segments"]
         starts = np.array([s["start"] for s in segments])
         ends = np.array([s["end"] for s in segments])
-        for true_start, true_end in truth:
+        for true_start, true_end, *clip_start in truth:
             nearest.append(float(np.min(np.abs(starts - true_start))))
             boundary += [float(np.min(np.abs(starts - true_start))), float(np.min(np.abs(ends - true_end)))]
-    return {"utterances": len(nearest),
-            "nearest_start_median_s": round(float(np.median(nearest)), 3),
-            "nearest_start_p90_s": round(float(np.percentile(nearest, 90)), 3),
-            "boundary_median_s": round(float(np.median(boundary)), 3),
-            "boundary_p90_s": round(float(np.percentile(boundary, 90)), 3)}
+            clip += [float(np.min(np.abs(starts - clip_start[0])))] if clip_start else []
+    result = {"utterances": len(nearest),
+              "nearest_start_median_s": round(float(np.median(nearest)), 3),
+              "nearest_start_p90_s": round(float(np.percentile(nearest, 90)), 3),
+              "boundary_median_s": round(float(np.median(boundary)), 3),
+              "boundary_p90_s": round(float(np.percentile(boundary, 90)), 3)}
+    if clip:
+        result.update(clip_start_median_s=round(float(np.median(clip)), 3),
+                      clip_start_p90_s=round(float(np.percentile(clip, 90)), 3))
+    return result
 
 
 def main() -> None:
@@ -127,12 +133,17 @@ def main() -> None:
                         help="dw transcribe options of one variant (repeat for several); none: dw as it is")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--data", type=Path, default=default_data_dir())
+    parser.add_argument("--set", default="joined,timestamps")
+    parser.add_argument("--keep", type=Path, help="keep each variant's JSON outputs under this folder")
     args = parser.parse_args()
-    sets = {"joined": joined_files(args.data, args.cache), "timestamps": timestamp_files(args.cache)}
-    for variant in args.dw_args or [""]:
+    makers = {"joined": lambda: joined_files(args.data, args.cache), "timestamps": lambda: timestamp_files(args.cache)}
+    sets = {name: makers[name]() for name in args.set.split(",")}
+    for number, variant in enumerate(args.dw_args or [""]):
         for name, files in sets.items():
-            with tempfile.TemporaryDirectory() as out:
-                result = measure(files, shlex.split(variant), Path(out))
+            with tempfile.TemporaryDirectory() as scratch:
+                out = args.keep / f"{number}-{name}" if args.keep else Path(scratch)
+                out.mkdir(parents=True, exist_ok=True)
+                result = measure(files, shlex.split(variant), out)
             print(json.dumps({"variant": variant or "default", "set": name, **result}), flush=True)
 
 
