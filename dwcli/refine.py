@@ -85,6 +85,7 @@ def settle(window: Window, segments: list[Segment], keep_words: bool) -> list[Se
         tighten(settled, speech)
         trim_words(settled, speech)
         settled = split_at_pauses(settled, speech)
+        start_at_onsets(settled, speech)
     if not keep_words:
         for segment in settled:
             segment.words = None
@@ -107,9 +108,10 @@ def _snap_shared_borders(segments: list[Segment], speech: Speech) -> None:
             before.end, after.start = new_end, max(new_start, new_end)
 
 
-def _start_at_onsets(segments: list[Segment], speech: Speech) -> None:
-    """Move a segment's start back to the onset of the speech it starts in, when that speech
-    began after the previous segment ended (no other segment holds it)."""
+def start_at_onsets(segments: list[Segment], speech: Speech) -> None:
+    """Move a segment's start (and its first word's) back to the onset of the speech it
+    starts in, when that speech began after the previous segment ended (no other segment
+    holds it).  Last of the edge rules: the word times DTW gives start late there too."""
     previous_end = float("-inf")
     for segment in segments:
         inside = [index for index, (a, b) in enumerate(speech) if a < segment.start < b]
@@ -121,6 +123,8 @@ def _start_at_onsets(segments: list[Segment], speech: Speech) -> None:
             onset = speech[index][0]
             if onset >= previous_end and segment.start - onset <= _MAX_ONSET_MOVE_S:
                 segment.start = max(onset - _MARGIN_S, previous_end)
+                if segment.words:
+                    segment.words[0].start = min(segment.start, segment.words[0].start)
         previous_end = max(previous_end, segment.end)
 
 
@@ -128,7 +132,6 @@ def tighten(segments: list[Segment], speech: Speech) -> None:
     """Move each segment's start and end onto the speech inside it, in place.  A segment
     with no detected speech at all is left as it is (the model heard something)."""
     _snap_shared_borders(segments, speech)
-    _start_at_onsets(segments, speech)
     for segment in segments:
         found = _speech_within(segment.start, segment.end, speech)
         if found is None:
