@@ -9,6 +9,12 @@ outputs are scored as ``dw eval`` scores them: DER (0.25 s collar, overlap score
 speaker count, and reference words given the right speaker.
 
     python benchmarks/speakers.py [--split tune,dev] [--repeats 1] [--record]
+    python benchmarks/speakers.py --diarization-only     # DER and count alone: no transcription
+
+``--diarization-only`` runs dw's speaker stage alone on each conversation, through the very
+code the decoding worker runs (``batching.file_items`` with speakers: decoding, speech
+detection, embeddings) and the file assembler's ``label_speakers``: the turns, DER and count
+are what ``dw transcribe --speakers`` gives, without words (no transcription).
 """
 
 from __future__ import annotations
@@ -59,10 +65,10 @@ def _summary_run_s(log: Path) -> float:
     return float("nan")
 
 
-def timed_run(files: list[Path], extra: list[str], out: Path, threads: int) -> dict:
+def timed_run(files: list[Path], extra: list[str], out: Path, threads: int, workers: int) -> dict:
     """One ``dw transcribe`` process over ``files``: whole wall s, run s, CPU s, peak RSS."""
     command = ["dw", "transcribe", *map(str, files), *MODEL, "-f", "json,rttm" if extra else "json",
-               "-o", str(out), "--log-json", *extra]
+               "-o", str(out), "--log-json", "--workers", str(workers), *extra]
     log = out / "log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     status, wall, rss, cpu, sampler = run_measured(command, child_env(threads), log)
@@ -103,7 +109,7 @@ def split_section(split: str, rows: list[dict], folder: Path, args, workdir: Pat
     for repeat in range(args.repeats):
         for name, extra in (("plain", []), ("speakers", ["--speakers"])):
             out = workdir / f"{split}-{name}-{repeat}"
-            runs[name].append(timed_run(files, extra, out, args.threads))
+            runs[name].append(timed_run(files, extra, out, args.threads, args.workers))
             if name == "speakers":
                 labelled_out = out
             print(f"{split} {name} #{repeat + 1}: {runs[name][-1]}", file=sys.stderr, flush=True)
@@ -138,6 +144,44 @@ def split_section(split: str, rows: list[dict], folder: Path, args, workdir: Pat
     return "\n".join(lines)
 
 
+def diarization_section(split: str, rows: list[dict], folder: Path, args, workdir: Path) -> str:
+    """DER and speaker count of each conversation from the speaker stage alone."""
+    import torch
+
+    from dwcli.batching import FileEnd, file_items
+    from dwcli.discover import MediaFile
+    from dwcli.segments import Transcript
+    from dwcli.speakers import SpeakerOptions, label_speakers
+    from dwcli.speakers.rttm import read_turns
+    from dwcli.speakers.score import DiarizationScore, diarization_errors
+
+    torch.set_num_threads(1)  # as in a decoding worker
+    lines = [f"### {split}: {len(rows)} conversations, speaker stage alone", "",
+             "| conversation | min | speakers | found | DER % | missed s | false alarm s | confusion s | s | x real time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    total = DiarizationScore()
+    for row in rows:
+        path = folder / row["audio"]
+        started = time.perf_counter()
+        end = [item for item in file_items(0, MediaFile(str(path), path.with_suffix("")), 80, speakers=SpeakerOptions())
+               if isinstance(item, FileEnd)][0]
+        transcript = label_speakers(Transcript(str(path), end.duration_s, "en", "none"), end.speech, SpeakerOptions())
+        seconds = time.perf_counter() - started
+        score, _ = diarization_errors(read_turns(folder / row["rttm"]), transcript.turns)
+        total.add(score)
+        lines.append(f"| {path.stem} | {row['duration'] / 60:.1f} | {row['speakers']} | {len(transcript.speakers)} | "
+                     f"{score.der:.2f} | {score.missed_s:.1f} | {score.false_alarm_s:.1f} | {score.confusion_s:.1f} | "
+                     f"{seconds:.0f} | {row['duration'] / seconds:.1f} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    summary = total.as_dict()
+    lines += [f"| **all** | {sum(row['duration'] for row in rows) / 60:.1f} | | {summary['count_right']} of "
+              f"{summary['files']} right | **{summary['der']:.2f}** | {summary['missed_s']:.1f} | "
+              f"{summary['false_alarm_s']:.1f} | {summary['confusion_s']:.1f} | | |", "",
+              "`s`: decoding, speech detection, log-mel (as the worker does it), filter banks, embeddings on one "
+              "thread, clustering and turns.", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", default="tune,dev")
@@ -146,6 +190,10 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    parser.add_argument("--workers", type=int, default=-1,
+                        help="dw's --workers (0: all in one process, so its CPU seconds count everything)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N conversations of each split")
+    parser.add_argument("--diarization-only", action="store_true", help="speaker stage alone: DER and count")
     parser.set_defaults(omp_wait_policy=None, device="cpu")  # what report.header_lines reads
     args = parser.parse_args()
     manifest = conversation_set(args.data, args.cache)
@@ -154,8 +202,9 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory() as workdir:
         for split in args.split.split(","):
-            chosen = [row for row in rows if row["split"] == split]
-            sections.append(split_section(split, chosen, manifest.parent, args, Path(workdir)))
+            chosen = [row for row in rows if row["split"] == split][: args.limit or None]
+            section = diarization_section if args.diarization_only else split_section
+            sections.append(section(split, chosen, manifest.parent, args, Path(workdir)))
             print(sections[-1], flush=True)
     if args.record:
         command = "python benchmarks/speakers.py " + " ".join(sys.argv[1:])
