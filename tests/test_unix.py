@@ -200,7 +200,7 @@ def test_workers_die_with_a_killed_dw(speech, dw_env, tmp_path):
 
 
 @pytest.mark.parametrize("args, status, error", [
-    (["--format", "xyz"], 2, "Error: --format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv or all\n"),
+    (["--format", "xyz"], 2, "Error: --format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv, rttm or all\n"),
     (["--model", "/nonexistent"], 3, "Error: model /nonexistent: no such checkpoint directory\n"),
 ])
 def test_exit_statuses_of_the_executable(jfk, dw_env, args, status, error):
