@@ -15,7 +15,7 @@ import numpy as np
 
 from . import refine
 from .chunking import Window
-from .decoding.alignment import AlignmentRequest, WordAligner
+from .decoding.alignment import AlignmentRequest, WordAligner, alignment_heads_problem
 from .decoding.beam import BeamSearch
 from .decoding.greedy import GreedySearch
 from .decoding.options import DecodedWindow, DecodingOptions, SpecialTokens, WindowContext
@@ -97,12 +97,24 @@ def load_network(resolved: ResolvedModel, plan: PrecisionPlan):
     return model
 
 
+def load_tokenizer(resolved: ResolvedModel):
+    """The checkpoint's ``tokenizer.json``; ModelLoadError."""
+    from tokenizers import Tokenizer
+
+    path = resolved.path / "tokenizer.json"
+    if not path.is_file():
+        raise ModelLoadError(f"cannot load model {resolved.model_id}: it has no tokenizer.json")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises its own Exception type
+        raise ModelLoadError(f"cannot load the tokenizer of {resolved.model_id}: {error}") from None
+
+
 class Engine:
     """A loaded Whisper model ready to transcribe batches of windows."""
 
     def __init__(self, resolved: ResolvedModel, plan: PrecisionPlan, assistant: ResolvedModel | None = None):
         import torch
-        from tokenizers import Tokenizer
 
         self.model_id = resolved.model_id
         self.plan = plan
@@ -111,11 +123,9 @@ class Engine:
             # Under torchrun each rank's GPU is cuda:LOCAL_RANK; kernels that allocate on the
             # current device (flash-attn, cuBLAS workspaces) must see that one, not cuda:0.
             torch.cuda.set_device(plan.device)
+        # The tokenizer first: a checkpoint without one fails before its weights are read.
+        self.tokenizer = load_tokenizer(resolved)
         model = load_network(resolved, plan)
-        try:
-            self.tokenizer = Tokenizer.from_file(str(resolved.path / "tokenizer.json"))
-        except Exception as error:  # tokenizers raises its own Exception type
-            raise ModelLoadError(f"cannot load the tokenizer of {resolved.model_id}: {error}") from None
         on_cpu = plan.device == "cpu"
         assistant_model = None
         if assistant is not None:
@@ -127,7 +137,11 @@ class Engine:
         self.model = model
         self.n_mels = model.config.num_mel_bins
         generation = model.generation_config
-        self.special = SpecialTokens.from_generation_config(generation)
+        try:
+            # Every control token's id as the checkpoint names it, its tokenizer's included.
+            self.special = SpecialTokens.from_generation_config(generation, self.tokenizer.token_to_id)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
         self.alignment_heads = generation.alignment_heads
         dtype = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
         self.runtime = DecoderRuntime(
@@ -143,7 +157,12 @@ class Engine:
                 int8=plan.draft_int8, shared_encoder=model.model.encoder,
                 encoder_micro_batch=_CPU_ENCODER_MICRO_BATCH if on_cpu else 0,
             ))
-        self.aligner = WordAligner(self.runtime, self.alignment_heads, self.decode_text)
+        # Without heads that fit its decoder a checkpoint times no words (the run plan refuses
+        # --word-timestamps for it) and its segments are not split at pauses by word times.
+        self.aligner = None
+        if alignment_heads_problem(self.alignment_heads, model.config.decoder_layers,
+                                   model.config.decoder_attention_heads) is None:
+            self.aligner = WordAligner(self.runtime, self.alignment_heads, self.decode_text)
         # (With an assistant, decoding is greedy: the run plan refuses --beam-size with --assistant.)
         self.beam_search = BeamSearch(self.runtime)
 
@@ -217,7 +236,7 @@ class Engine:
         # a quarter of a one-clip run).
         needs_words = [
             index for index, row in enumerate(audible)
-            if results[row].segments and (options.word_timestamps or (
+            if self.aligner is not None and results[row].segments and (options.word_timestamps or (
                 options.timestamps and refine.needs_words(windows[row], results[row].segments)))
         ]
         if needs_words:
