@@ -97,6 +97,17 @@ def load_network(resolved: ResolvedModel, plan: PrecisionPlan):
     return model
 
 
+def model_config(resolved: ResolvedModel):
+    """The checkpoint's config.json, read (and checked) before its tokenizer and weights;
+    ModelLoadError."""
+    from .network import WhisperConfig
+
+    try:
+        return WhisperConfig.from_file(resolved.path / "config.json")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
+
+
 def load_tokenizer(resolved: ResolvedModel):
     """The checkpoint's ``tokenizer.json``; ModelLoadError."""
     from tokenizers import Tokenizer
@@ -123,7 +134,9 @@ class Engine:
             # Under torchrun each rank's GPU is cuda:LOCAL_RANK; kernels that allocate on the
             # current device (flash-attn, cuBLAS workspaces) must see that one, not cuda:0.
             torch.cuda.set_device(plan.device)
-        # The tokenizer first: a checkpoint without one fails before its weights are read.
+        # Cheapest first: a checkpoint that is not Whisper's, or has no tokenizer, fails before
+        # its weights are read, with the same message as from the run plan.
+        model_config(resolved)
         self.tokenizer = load_tokenizer(resolved)
         model = load_network(resolved, plan)
         on_cpu = plan.device == "cpu"

@@ -236,13 +236,8 @@ def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
         except (OSError, MemoryError):
             raise
         except Exception as error:  # pickle and torch raise several kinds for a damaged file
-            raise ValueError(f"its {binary.name} is not a readable PyTorch checkpoint ({_first_line(error)})") from None
+            raise ValueError(f"its {binary.name} is damaged (not a PyTorch checkpoint, or cut short)") from None
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -257,7 +252,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     except (OSError, MemoryError):
         raise
     except Exception as error:
-        raise ValueError(f"its {path.name} is not a readable safetensors file ({_first_line(error)})") from None
+        raise ValueError(f"its {path.name} is damaged (not a safetensors file, or cut short)") from None
 
 
 def _weight_files(folder: Path) -> list[Path]:

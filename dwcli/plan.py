@@ -224,13 +224,9 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
 
 def _mel_bins(resolved: ResolvedModel) -> int:
     """The model's log-mel bins, from its config (the weights not loaded yet)."""
-    from .errors import ModelLoadError
-    from .network import WhisperConfig
+    from .engine import model_config
 
-    try:
-        return WhisperConfig.from_file(resolved.path / "config.json").num_mel_bins
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
+    return model_config(resolved).num_mel_bins
 
 
 def execute(plan: RunPlan, reporter, stdout=None) -> RunSummary:
