@@ -61,13 +61,6 @@ class Shape:
     reference_encoded: torch.Tensor  # transformers'
 
 
-@pytest.fixture(scope="session")
-def tokenizer_files(tmp_path_factory) -> dict[str, Path]:
-    from whisper_vocab import write_tokenizers
-
-    return write_tokenizers(tmp_path_factory.mktemp("whisper-vocabularies"))
-
-
 def write_checkpoint(name: str, target: Path, tokenizer: Path) -> Path:
     """The published shape ``name`` with random weights (safetensors), its repository's
     configs as they are (the encoder's depth aside), and its vocabulary's tokenizer."""
@@ -244,3 +237,54 @@ def test_word_timestamps_use_the_checkpoints_alignment_heads(shape, dw_env, jfk,
     assert all(segment.start <= word.start <= word.end <= segment.end
                for segment in result.segments for word in segment.words)
     assert [word.start for word in words] == sorted(word.start for word in words)
+
+
+def test_a_checkpoint_without_alignment_heads_cannot_time_words(tokenizer_files, dw_env, jfk, tmp_path):
+    """No heads listed: --word-timestamps is refused in one line before any weights load (this
+    folder has none), rather than guessed heads timing words silently."""
+    folder = tmp_path / "no-heads"
+    folder.mkdir()
+    shutil.copy(MODELS / "distil-small.en" / "config.json", folder)
+    generation = json.loads((MODELS / "distil-small.en" / "generation_config.json").read_text())
+    del generation["alignment_heads"]
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    shutil.copy(tokenizer_files["english"], folder)
+    done = subprocess.run(["dw", "transcribe", str(jfk["path"]), "--model", str(folder), "--stdout",
+                           "--highlight-words", "--format", "vtt"], env=dw_env, capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"Error: --word-timestamps: {folder} cannot time words: its generation_config.json lists "
+                           "no alignment heads (the cross-attention heads that time words)\n")
+
+
+def test_the_english_vocabulary_is_tiny_en_s(tokenizer_files, offline_model):
+    """The GPT-2 tokenizer built from openai-whisper's ranks encodes text as the real tiny.en
+    tokenizer.json does, and gives its control tokens the same ids (tiny.en's calls
+    <|nospeech|> <|nocaptions|>, an older name)."""
+    from tokenizers import Tokenizer
+
+    ours = Tokenizer.from_file(str(tokenizer_files["english"]))
+    real = Tokenizer.from_file(str(offline_model.path / "tokenizer.json"))
+    text = " And so, my fellow Americans: ask not what your country can do for you — naïve café, 1961."
+    assert ours.encode(text, add_special_tokens=False).ids == real.encode(text, add_special_tokens=False).ids
+    for token in ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|su|>", "<|translate|>", "<|transcribe|>",
+                  "<|startofprev|>", "<|notimestamps|>"):
+        assert ours.token_to_id(token) == real.token_to_id(token), token
+    assert ours.token_to_id("<|nospeech|>") == real.token_to_id("<|nocaptions|>") == 50361
+
+
+def test_control_tokens_the_generation_config_does_not_name_come_from_the_tokenizer(tokenizer_files):
+    """A generation config that names only the tokens generate() needs: <|startofprev|>,
+    <|nospeech|> (or <|nocaptions|>) and <|0.00|> are the tokenizer's."""
+    from tokenizers import Tokenizer
+
+    from dwcli.decoding import SpecialTokens
+    from dwcli.network import GenerationConfig
+
+    generation = GenerationConfig({"eos_token_id": 50257, "decoder_start_token_id": 50258,
+                                   "no_timestamps_token_id": 50364})
+    v3 = Tokenizer.from_file(str(tokenizer_files["v3"]))
+    special = SpecialTokens.from_generation_config(generation, v3.token_to_id)
+    assert (special.start_of_previous, special.no_speech, special.timestamp_begin) == (50362, 50363, 50365)
+    older_names = {"<|nocaptions|>": 50363, "<|notimestamps|>": 50364}.get
+    assert SpecialTokens.from_generation_config(generation, older_names).no_speech == 50363
