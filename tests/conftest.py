@@ -131,8 +131,8 @@ def random_model_dir(tmp_path_factory, offline_model) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_files(tmp_path_factory) -> dict[str, Path]:
-    """tokenizer.json of the English-only ("english") and the large-v3 ("v3") vocabulary,
-    built from openai-whisper's BPE files (tests/whisper_vocab.py)."""
+    """tokenizer.json of the English-only ("english"), large-v2's ("v2") and large-v3's ("v3")
+    vocabulary, built from openai-whisper's BPE files (tests/whisper_vocab.py)."""
     from whisper_vocab import write_tokenizers
 
     return write_tokenizers(tmp_path_factory.mktemp("whisper-vocabularies"))

@@ -72,9 +72,11 @@ def build_tokenizer(name: str, num_languages: int):
 
 
 def write_tokenizers(folder: Path) -> dict[str, Path]:
-    """tokenizer.json of the English-only and the large-v3 vocabulary, written into ``folder``."""
+    """tokenizer.json of the English-only ("english"), large-v2's ("v2") and large-v3's ("v3")
+    vocabulary, written into ``folder``."""
     paths = {}
-    for key, name, languages in (("english", "gpt2", ENGLISH_ONLY_LANGUAGES), ("v3", "multilingual", V3_LANGUAGES)):
+    for key, name, languages in (("english", "gpt2", ENGLISH_ONLY_LANGUAGES), ("v2", "multilingual", 99),
+                                 ("v3", "multilingual", V3_LANGUAGES)):
         path = folder / key / "tokenizer.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         build_tokenizer(name, languages).save(str(path))
