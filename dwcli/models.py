@@ -28,7 +28,7 @@ _HUB_CONFIGS = ["config.json", "generation_config.json", "preprocessor_config.js
 # fetched, and nothing else.  Hub repositories hold other copies beside them: distil-large-v3's
 # has model.fp32.safetensors (3.03 GB) beside model.safetensors (1.51 GB), flax_model.msgpack
 # (3.03 GB) and onnx/ (4.96 GB); "*.safetensors" fetched both safetensors copies, 4.54 GB for
-# the 1.51 that are loaded (tests/test_model_shapes.py applies this to its real file list).
+# the 1.51 that are loaded (tests/test_models.py applies this to its real file list).
 _HUB_WEIGHTS = (
     ["model.safetensors"],
     ["model.safetensors.index.json", "model-*-of-*.safetensors"],  # shards, top folder only

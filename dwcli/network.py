@@ -235,7 +235,7 @@ def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
             return torch.load(binary, map_location="cpu", weights_only=True)
         except (OSError, MemoryError):
             raise
-        except Exception as error:  # pickle and torch raise several kinds for a damaged file
+        except Exception:  # pickle and torch raise several kinds for a damaged file
             raise ValueError(f"its {binary.name} is damaged (not a PyTorch checkpoint, or cut short)") from None
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
 
@@ -251,7 +251,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     except (OSError, MemoryError):
         raise
-    except Exception as error:
+    except Exception:
         raise ValueError(f"its {path.name} is damaged (not a safetensors file, or cut short)") from None
 
 
