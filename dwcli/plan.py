@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .decoding.alignment import alignment_heads_problem
 from .decoding.options import SpecialTokens
 from .devices import parse_devices, pick_device
 from .discover import Discovery, MediaFile, discover, read_path_list
@@ -24,7 +25,7 @@ from .engine import Engine
 from .errors import UsageError
 from .events import FileOutcome, RunSummary
 from .models import ResolvedModel, resolve_model
-from .network import GenerationConfig, mel_bins
+from .network import GenerationConfig, WhisperConfig, mel_bins
 from .options import Inputs, ModelChoice, TranscribeOptions
 from .parallel import Replica, launched_rank, shard, transcribe_on_devices
 from .pipeline import reading_for, transcribe_files
@@ -110,12 +111,18 @@ def _devices(choice: ModelChoice, rank) -> list[str]:
 
 def check_model_options(resolved: ResolvedModel, options) -> list[str]:
     """The decoding options against the model's own configuration, before its weights load:
-    UsageError for a language it lacks; the notes to say."""
-    path = resolved.path / "generation_config.json"
+    UsageError for a language it lacks, or for word times it cannot give; the notes to say."""
     try:
-        special = SpecialTokens.from_generation_config(GenerationConfig.from_file(path))
+        generation = GenerationConfig.from_file(resolved.path / "generation_config.json")
+        special = SpecialTokens.from_generation_config(generation)
+        config = WhisperConfig.from_file(resolved.path / "config.json")
     except (OSError, ValueError, TypeError):
         return []  # the model cannot be loaded either: Engine says so, with exit status 3
+    if options.word_timestamps:
+        problem = alignment_heads_problem(generation.alignment_heads, config.decoder_layers,
+                                          config.decoder_attention_heads)
+        if problem:
+            raise UsageError(f"--word-timestamps: {resolved.model_id} cannot time words: {problem}")
     language = options.language
     if language and not special.multilingual and language != "en":
         raise UsageError(f"--language {language}: {resolved.model_id} is an English-only model")
