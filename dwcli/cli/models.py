@@ -16,7 +16,8 @@ def models_convert(
     source: Annotated[Path, typer.Argument(
         help="A CTranslate2 Whisper checkpoint folder (model.bin, config.json, tokenizer.json).")],
     destination: Annotated[Path, typer.Argument(help="Folder to write the transformers checkpoint to.")],
-    dtype: Annotated[str, typer.Option(help="Precision to store: float16 or float32.")] = "float16",
+    storage_dtype: Annotated[str, typer.Option(
+        "--storage-dtype", help="Precision to store the weights in: float16 or float32.")] = "float16",
 ) -> None:
     """Convert a CTranslate2 (faster-whisper) Whisper checkpoint for transformers.
 
@@ -24,10 +25,10 @@ def models_convert(
     """
     from ..convert import convert_ct2_checkpoint
 
-    if dtype not in ("float16", "float32"):
-        raise fail(UsageError(f"--dtype {dtype}: expected float16 or float32"))
+    if storage_dtype not in ("float16", "float32"):
+        raise fail(UsageError(f"--storage-dtype {storage_dtype}: expected float16 or float32"))
     try:
-        convert_ct2_checkpoint(source, destination, dtype=dtype)
+        convert_ct2_checkpoint(source, destination, dtype=storage_dtype)
     except DwError as error:
         raise fail(error) from None
     typer.echo(str(destination))
