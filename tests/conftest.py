@@ -42,6 +42,12 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    # A test that starts dw as a process of its own (the dw_env fixture) pays for importing
+    # torch and loading the model again: it is slow, whatever it checks (``-m "not slow"`` is
+    # the fast path; make test and CI run everything).
+    for item in items:
+        if "dw_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
