@@ -35,29 +35,33 @@ MAIN, WORKER, START = "main process", "decoding worker", "start-up"
 
 
 class PhaseClock:
-    """Exclusive time per phase: a timed call's time, less the timed calls inside it."""
+    """Exclusive time per phase, wall and CPU (the process's, all its threads): a timed
+    call's time, less the timed calls inside it.  On a shared CPU the wall time of a phase
+    includes the time slices other processes took; its CPU time does not."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.rows: dict[str, int] = defaultdict(int)  # decoder rows summed over calls
-        self.stack: list[list] = []  # [label, seconds of timed children]
+        self.stack: list[list] = []  # [label, wall s of timed children, CPU s of them, wall start, CPU start]
 
     @property
     def current(self) -> str | None:
         return self.stack[-1][0] if self.stack else None
 
     def enter(self, label: str) -> None:
-        self.stack.append([label, 0.0, time.perf_counter()])
+        self.stack.append([label, 0.0, 0.0, time.perf_counter(), time.process_time()])
 
-    def leave(self) -> float:
-        label, children, started = self.stack.pop()
-        elapsed = time.perf_counter() - started
+    def leave(self) -> None:
+        label, children, children_cpu, started, started_cpu = self.stack.pop()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
         self.seconds[label] += elapsed - children
+        self.cpu[label] += cpu - children_cpu
         self.calls[label] += 1
         if self.stack:
             self.stack[-1][1] += elapsed
-        return elapsed
+            self.stack[-1][2] += cpu
 
     def wrap(self, owner, name: str, label) -> None:
         """Time ``owner.name``; ``label``: a phase name, or a function of (parent phase,
@@ -182,16 +186,17 @@ def instrument(clock: PhaseClock, started: list) -> None:
     clock.wrap(batching.WindowStream, "__iter__", None)  # (decode in this process: --workers 0)
 
 
-def worker_phases(files: list[str], n_mels: int) -> dict[str, float]:
-    """The decoding worker's stages on ``files``, one after another, on one thread."""
+def worker_phases(files: list[str], n_mels: int) -> dict[str, tuple[float, float]]:
+    """The decoding worker's stages on ``files``, one after another, on one thread:
+    phase -> (wall s, CPU s)."""
     import torch
 
-    from dwcli import audio, batching, chunking, features, vad
+    from dwcli import batching, features, vad
     from dwcli.discover import MediaFile
 
     torch.set_num_threads(1)
     clock = PhaseClock()
-    clock.wrap_generator(audio, "decode_blocks", "PyAV decoding and resampling")
+    clock.wrap_generator(batching, "decode_blocks", "PyAV decoding and resampling")
     clock.wrap(vad._FrameScorer, "feed", "speech detection (Silero, onnxruntime)")
     clock.wrap(features, "log_mel", "log-mel features")
     vad._session()  # loaded once per worker: start-up, not per file
@@ -201,25 +206,25 @@ def worker_phases(files: list[str], n_mels: int) -> dict[str, float]:
         for _ in batching.file_items(0, media, n_mels):
             pass
         clock.leave()
-    del chunking
-    return dict(clock.seconds)
+    return {name: (clock.seconds[name], clock.cpu[name]) for name in clock.seconds}
+
+
+def _timed_import(names: list[str]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    for name in names:
+        __import__(name)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run_profile(args) -> dict:
-    started_imports = time.perf_counter()
-    import torch  # noqa: F401
-
-    torch_s = time.perf_counter() - started_imports
-    tick = time.perf_counter()
-    import av  # noqa: F401
-    import onnxruntime  # noqa: F401
-    import tokenizers  # noqa: F401
-
-    from dwcli import cli  # noqa: F401
-    from dwcli import engine, pipeline  # noqa: F401
-
-    dw_imports_s = time.perf_counter() - tick
+    """Phases: (where, phase) -> (wall s, CPU s)."""
+    phases = {(START, "Python start (interpreter, site)"): (_PROCESS_STARTED - _interpreter_started(),
+                                                            time.process_time())}
+    phases[(START, "import torch")] = _timed_import(["torch"])
+    phases[(START, "other imports (PyAV, onnxruntime, tokenizers, typer, dw)")] = _timed_import(
+        ["av", "onnxruntime", "tokenizers", "dwcli.cli", "dwcli.engine", "dwcli.pipeline"])
     from data import default_data_dir, load_items
+    from dwcli import cli
 
     items = load_items(args.data or default_data_dir(), args.set, args.limit, Path(tempfile.gettempdir()))
     clock, engine_ready = PhaseClock(), []
@@ -231,28 +236,26 @@ def run_profile(args) -> dict:
             (inputs / f"{item.id}{Path(item.audio).suffix}").symlink_to(item.audio)
         command = ["transcribe", str(inputs), "--output-dir", str(Path(folder) / "out"), "--format", args.format,
                    "--model", args.model, "--quiet", *args.dw_option]
-        run_started = time.perf_counter()
+        run_started, run_cpu = time.perf_counter(), time.process_time()
         status = cli.app(command, prog_name="dw", standalone_mode=False)
-        run_s = time.perf_counter() - run_started
+        run_s, run_cpu = time.perf_counter() - run_started, time.process_time() - run_cpu
     if status not in (0, None):
         raise SystemExit(f"phases.py: dw {' '.join(command)} exited {status}")
-    model_s = clock.seconds.pop("model load (weights, tokenizer, runtime)", 0.0)
-    after_load = run_s - model_s - (engine_ready[0] - run_started - model_s if engine_ready else 0.0)
-    phases = {(MAIN, name): seconds for name, seconds in clock.seconds.items()}
-    timed = sum(clock.seconds.values())
-    phases[(MAIN, "CLI, planning, other (untimed)")] = max(0.0, run_s - model_s - timed)
-    phases[(START, "Python start (interpreter, site)")] = _PROCESS_STARTED - _interpreter_started()
-    phases[(START, "import torch")] = torch_s
-    phases[(START, "other imports (PyAV, onnxruntime, tokenizers, typer, dw)")] = dw_imports_s
-    phases[(START, "model load (weights, tokenizer, runtime)")] = model_s
+    load = "model load (weights, tokenizer, runtime)"
+    phases[(START, load)] = (clock.seconds.pop(load, 0.0), clock.cpu.pop(load, 0.0))
+    for name in clock.seconds:
+        phases[(MAIN, name)] = (clock.seconds[name], clock.cpu[name])
+    phases[(MAIN, "CLI, planning, other (untimed)")] = (
+        max(0.0, run_s - phases[(START, load)][0] - sum(clock.seconds.values())),
+        max(0.0, run_cpu - phases[(START, load)][1] - sum(clock.cpu.values())))
     from dwcli.models import resolve_model
 
     n_mels = 128 if "large-v3" in args.model else 80
     resolve_model(args.model, "cpu")
-    for name, seconds in worker_phases([item.audio for item in items], n_mels).items():
-        phases[(WORKER, name)] = seconds
+    for name, times in worker_phases([item.audio for item in items], n_mels).items():
+        phases[(WORKER, name)] = times
     steps = clock.calls.get(_STEP, 0)
-    return {"phases": phases, "calls": dict(clock.calls), "run_s": run_s, "after_load_s": after_load,
+    return {"phases": phases, "calls": dict(clock.calls), "run_s": run_s, "run_cpu_s": run_cpu,
             "audio_s": sum(item.duration for item in items), "files": len(items), "steps": steps,
             "mean_rows": clock.rows["decoder step rows"] / steps if steps else 0.0}
 
@@ -269,30 +272,32 @@ def _interpreter_started() -> float:
 
 
 def table(result: dict) -> str:
-    """Markdown: phases by where they run, seconds, share of the main process's time."""
+    """Markdown: phases by where they run, wall and CPU seconds, share of the main process's
+    CPU time (the steadier of the two on a shared machine), calls."""
     phases = result["phases"]
-    main_total = sum(seconds for (where, _), seconds in phases.items() if where in (MAIN, START))
-    lines = ["| where | phase | s | % of the main process | calls | ms per call |", "|---|---|---:|---:|---:|---:|"]
+    main_wall = sum(wall for (where, _), (wall, _) in phases.items() if where in (MAIN, START))
+    main_cpu = sum(cpu for (where, _), (_, cpu) in phases.items() if where in (MAIN, START))
+    lines = ["| where | phase | wall s | CPU s | % of the main process's CPU | calls | CPU ms per call |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for where in (START, MAIN, WORKER):
-        rows = sorted(((name, s) for (w, name), s in phases.items() if w == where), key=lambda row: -row[1])
-        for name, seconds in rows:
+        rows = sorted(((name, times) for (w, name), times in phases.items() if w == where), key=lambda row: -row[1][1])
+        for name, (wall, cpu) in rows:
             calls = result["calls"].get(name, 0)
-            share = f"{100 * seconds / main_total:.1f}" if where != WORKER else "(beside)"
-            per_call = f"{1000 * seconds / calls:.2f}" if calls else ""
-            lines.append(f"| {where} | {name} | {seconds:.3f} | {share} | {calls or ''} | {per_call} |")
-    lines.append(f"| main process | total (start-up + run) | {main_total:.3f} | 100.0 | | |")
+            share = f"{100 * cpu / main_cpu:.1f}" if where != WORKER else "(beside)"
+            per_call = f"{1000 * cpu / calls:.2f}" if calls else ""
+            lines.append(f"| {where} | {name} | {wall:.3f} | {cpu:.3f} | {share} | {calls or ''} | {per_call} |")
+    lines.append(f"| main process | total (start-up + run) | {main_wall:.3f} | {main_cpu:.3f} | 100.0 | | |")
     return "\n".join(lines)
 
 
 def summary(result: dict) -> str:
     steps, rows = result["steps"], result["mean_rows"]
-    per_step = {name: seconds for (where, name), seconds in result["phases"].items()
-                if where == MAIN and (name.startswith("decoder step") or name.startswith("  layers"))}
-    step_total = sum(per_step.values())
-    text = (f"{result['files']} file(s), {result['audio_s'] / 60:.1f} min of audio; run {result['run_s']:.2f} s "
-            f"in this process; {steps} decoder steps at {rows:.1f} rows on average")
+    step_cpu = sum(cpu for (where, name), (_, cpu) in result["phases"].items()
+                   if where == MAIN and (name.startswith("decoder step") or name.startswith("  layers")))
+    text = (f"{result['files']} file(s), {result['audio_s'] / 60:.1f} min of audio; run {result['run_s']:.2f} s wall, "
+            f"{result['run_cpu_s']:.2f} s CPU in this process; {steps} decoder steps at {rows:.1f} rows on average")
     if steps:
-        text += f", {1000 * step_total / steps:.2f} ms per step ({1000 * step_total / steps / max(rows, 1):.3f} ms per row)"
+        text += f", {1000 * step_cpu / steps:.2f} CPU ms per step ({1000 * step_cpu / steps / max(rows, 1):.3f} per row)"
     return text + "."
 
 
@@ -328,7 +333,8 @@ def main(argv=None) -> int:
         import json
 
         args.json_out.write_text(json.dumps({**result, "phases": [
-            {"where": where, "phase": name, "s": s} for (where, name), s in result["phases"].items()]}, indent=1))
+            {"where": where, "phase": name, "wall_s": wall, "cpu_s": cpu}
+            for (where, name), (wall, cpu) in result["phases"].items()]}, indent=1))
     return 0
 
 

@@ -101,6 +101,8 @@ def _replica(replica: Replica, threads: int, files, claims: FileCounter, events)
     torch.set_num_threads(threads)
     try:
         engine = Engine(replica.resolved, replica.precision, replica.assistant)
+        for note in engine.notes:
+            events.put(("note", note))
         options = replica.options
         # The replica's decoding workers take files from the counter all replicas share.
         items = stream_items(files, engine.n_mels, options.workers, claims=claims, vad=options.vad,

@@ -45,6 +45,7 @@ class ModelChoice:
     dtype: str = "auto"
     attention: str = "auto"
     quantize: str = "auto"
+    runtime: str = "auto"  # what runs the float32 CPU encoder: auto, torch or onnxruntime
 
 
 @dataclass
@@ -163,7 +164,7 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
     from .parallel import launched_rank, shard
     from .resume import Recipe, Resume
 
-    check_requests(choice.dtype, choice.quantize, choice.attention)
+    check_requests(choice.dtype, choice.quantize, choice.attention, choice.runtime)
     check_assistant(choice.assistant, options.decoding)
     arguments = gather_arguments(inputs, stdin)
     found = discover(arguments, inputs.output_dir)
@@ -202,7 +203,7 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
     plan.assistant = resolve_model(choice.assistant, devices[0]) if choice.assistant else None
     plan.notes += check_model_options(plan.model, options.decoding)
     plan.replicas = [plan_precision(describe(device), choice.dtype, choice.quantize, choice.attention,
-                                    plan.assistant is not None) for device in devices]
+                                    plan.assistant is not None, choice.runtime) for device in devices]
     if not to_stdout:
         resumes = [Resume(Recipe.of(plan.model.model_id, options, **precision.recipe()), inputs.skip_existing)
                    for precision in plan.replicas]
@@ -242,6 +243,8 @@ def execute(plan: RunPlan, reporter, stdout=None) -> RunSummary:
                 items = stream_items(plan.files, n_mels, plan.options.workers, vad=plan.options.vad,
                                      allow_partial=plan.options.allow_partial)
             engine = Engine(plan.model, plan.replicas[0], plan.assistant)
+            for note in engine.notes:
+                reporter.note(note)
         return transcribe_files(plan.files, engine, plan.options, reporter, stdout=stdout, settled=plan.settled,
                                 items=items)
     from .parallel import Replica, transcribe_on_devices

@@ -44,6 +44,25 @@ def test_bfloat16_is_native_only_with_its_instructions(cpuinfo, native):
     assert cpu_multiplies_bfloat16(f"processor\t: 0\n{cpuinfo}\n") is native
 
 
+def test_the_float32_cpu_encoder_runs_through_onnxruntime_unless_told_otherwise():
+    assert plan_precision(CPU).encoder_runtime == "onnxruntime"
+    assert plan_precision(CPU, runtime="torch").encoder_runtime == "torch"
+    assert plan_precision(CPU, assistant=True).encoder_runtime == "onnxruntime"
+    # bfloat16 autocast (native), int8 Linear layers and GPUs keep the PyTorch encoder.
+    assert plan_precision(CPU_AMX).encoder_runtime == "torch"
+    assert plan_precision(CPU, quantize="int8").encoder_runtime == "torch"
+    assert plan_precision(A100).encoder_runtime == "torch"
+    assert "encoder_runtime" not in plan_precision(CPU).recipe()  # the same transcripts: not a new recipe
+    with pytest.raises(UsageError, match=r"^--runtime onnxruntime runs the float32 encoder on a CPU only "
+                                         r"\(cuda:0: bfloat16\)$"):
+        plan_precision(A100, runtime="onnxruntime")
+    with pytest.raises(UsageError, match=r"^--runtime onnxruntime runs the float32 encoder on a CPU only "
+                                         r"\(cpu: bfloat16\)$"):
+        plan_precision(CPU, dtype="bf16", runtime="onnxruntime")
+    with pytest.raises(UsageError, match=r"^--runtime tvm: expected auto, torch or onnxruntime$"):
+        plan_precision(CPU, runtime="tvm")
+
+
 def test_int8_on_request_only_and_the_assistant_keeps_a_float_decoder():
     assert plan_precision(CPU, quantize="int8").int8 == ("encoder", "decoder")
     assisted = plan_precision(CPU, quantize="int8", assistant=True)

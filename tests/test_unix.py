@@ -225,7 +225,8 @@ sys.argv = ["dw"] + sys.argv[1:]
 from dwcli.cli import main
 
 def report():
-    heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "transformers", "numpy", "av"})
+    heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "transformers", "numpy", "av",
+                                                                   "onnxruntime", "onnx"})
     print(json.dumps(heavy), file=sys.stderr, flush=True)
 
 atexit.register(report)
