@@ -69,6 +69,9 @@ def _session_options(threads: int, level):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    # Its memory pattern (one block planned for every intermediate of a run) held 1.3 GB at
+    # 4 windows, against 0.8 GB without it, for the same speed (measured with tiny.en).
+    options.enable_mem_pattern = False
     if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
         # As dw asks of OpenMP (cli._prepare_process): on a shared CPU, idle threads sleep.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
