@@ -319,6 +319,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as dw sets it, before torch loads OpenMP
     load_start = os.getloadavg()[0]
     result = run_profile(args)
     from report import machine_line

@@ -8,7 +8,6 @@ file's timeline, edges onto the speech, splits at pauses) is ``refine``'s.
 
 from __future__ import annotations
 
-import contextlib
 import zlib
 from dataclasses import dataclass, field
 
@@ -33,13 +32,6 @@ _RESUME_MIN_REMAINDER_S = 1.0
 # The CPU encoder runs this many windows at a time: its self-attention over 1500 positions
 # costs ~54 MB per window and head group, and larger groups are no faster.
 _CPU_ENCODER_MICRO_BATCH = 4
-# While the decoder runs on a CPU, this many cores are left to the decoding worker (the next
-# files' decoding, speech detection and log-mel run beside it).  A decoding step is some 150
-# small operations; split over every core, each waits on the others, and on a 2-core machine
-# the worker then takes one of the two anyway: measured with tiny.en on 2 shared cores, 12
-# long-form windows decoded in 1 thread took 0.82x the wall time and 0.88x the CPU time of 2
-# threads.  The encoder's few large products keep every core.
-_CORES_LEFT_TO_THE_WORKER = 1
 # A window quieter than this (RMS, -90 dBFS: about one step of 16-bit audio) is digital
 # silence; Whisper would still "hear" something in it ("you", "Thank you."), so it is not
 # decoded at all.  (Only without speech detection can such a window reach the engine.)
@@ -225,22 +217,6 @@ class Engine:
             encoded = self.encode(features[audible] if len(audible) < len(windows) else features)
         elif len(audible) < len(windows):
             encoded = encoded[audible]
-        with self._decoder_threads():
-            return self._decode(encoded, windows, audible, options, previous, results)
-
-    @contextlib.contextmanager
-    def _decoder_threads(self):
-        import torch
-
-        threads = torch.get_num_threads()
-        fewer = max(1, threads - _CORES_LEFT_TO_THE_WORKER) if self.device == "cpu" else threads
-        torch.set_num_threads(fewer)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
-
-    def _decode(self, encoded, windows, audible, options, previous, results) -> list[WindowResult]:
         initial = self.prompt_tokens(options.initial_prompt)
         contexts = [WindowContext(previous[row] if previous is not None else initial, windows[row].speech_end_s)
                     for row in audible]
