@@ -853,6 +853,11 @@ def distill_train(
 
 def main() -> None:
     """Console-script entry point."""
+    # Before anything imports torch (the run loop's modules do, at import): OpenMP reads its
+    # wait policy once, when torch loads it.  Set later (as _prepare_process alone did), it
+    # never took effect, and on a shared 2-core machine spinning threads cost dw 3x the CPU
+    # time of faster-whisper on the long-form set (benchmarks/RESULTS.md, issue 27).
+    _prepare_process()
     try:
         if _json_lines_asked():
             status = _main_logging_json()

@@ -29,6 +29,7 @@ from pathlib import Path
 EXPORT_FORMAT = 1  # bump when the exported graph changes: older exports are then rebuilt
 _OPSET = 17  # LayerNormalization as one operator
 _CHECK_TOLERANCE = 1e-3  # the largest difference from PyTorch's encoder states accepted at build time
+# (relative where the states exceed 1; measured on random input: 2e-5)
 _CHECK_FRAMES = 3000  # the encoder always sees 30 s: 3000 mel frames
 
 
@@ -108,7 +109,7 @@ def _build(encoder, n_mels: int, target: Path, threads: int) -> None:
             expected = encoder(example).numpy()
         (states,) = session.run(None, {"features": example.numpy()})
         difference = float(np.abs(states - expected).max())
-        if not difference <= _CHECK_TOLERANCE:
+        if not difference <= _CHECK_TOLERANCE * max(1.0, float(np.abs(expected).max())):  # relative to large states
             raise ValueError(f"its output differs from PyTorch's by {difference:.2g}")
         optimised.replace(target)
         # Exports of this checkpoint for other versions are not read again.
