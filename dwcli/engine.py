@@ -22,6 +22,7 @@ from .decoding.runtime import DecoderRuntime
 from .decoding.speculative import DraftRuntime, SpeculativeSearch, load_assistant, teacher_states
 from .errors import ModelLoadError
 from .models import ResolvedModel
+from .onnx_encoder import load_onnx_encoder
 from .precision import PrecisionPlan, describe, plan_precision, quantize_linears
 from .segments import Segment, segments_from_tokens
 from .sources import Window
@@ -139,13 +140,33 @@ class Engine:
             self.aligner = WordAligner(self.runtime, self.alignment_heads, self.decode_text)
         # (With an assistant, decoding is greedy: the run plan refuses --beam-size with --assistant.)
         self.beam_search = BeamSearch(self.runtime)
+        self.notes: list[str] = []  # what the caller should say about how the model runs
+        if plan.encoder_runtime == "onnxruntime":
+            self._encoder_through_onnxruntime(resolved)
+
+    def _encoder_through_onnxruntime(self, resolved: ResolvedModel) -> None:
+        """The float32 CPU encoder through ONNX Runtime (onnx_encoder.py); where that fails,
+        the PyTorch encoder stays and a note says why."""
+        import torch
+
+        try:
+            identity = [*network.checkpoint_identity(resolved.path), self.plan.weights]
+        except OSError as error:
+            self.notes.append(f"the encoder runs in PyTorch: {error}")
+            return
+        encoder, note = load_onnx_encoder(self.model.model.encoder, self.n_mels, resolved.path, identity,
+                                          torch.get_num_threads())
+        if encoder is not None:
+            self.runtime.encoder = encoder
+        else:
+            self.notes.append(note)
 
     @classmethod
     def load(cls, resolved: ResolvedModel, device: str = "cpu", dtype: str = "auto", quantize: str = "auto",
-             attention: str = "auto", assistant: ResolvedModel | None = None) -> Engine:
+             attention: str = "auto", assistant: ResolvedModel | None = None, runtime: str = "auto") -> Engine:
         """An engine with the precision ``plan_precision`` gives these settings on ``device``."""
-        return cls(resolved, plan_precision(describe(device), dtype, quantize, attention, assistant is not None),
-                   assistant)
+        return cls(resolved, plan_precision(describe(device), dtype, quantize, attention, assistant is not None,
+                                            runtime), assistant)
 
     @property
     def english_only(self) -> bool:

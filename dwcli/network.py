@@ -280,13 +280,22 @@ def _weight_files(folder: Path) -> list[Path]:
     return [path for path in (folder / "model.safetensors", folder / "pytorch_model.bin") if path.is_file()][:1]
 
 
-def _prepared_path(folder: Path, dtype: torch.dtype) -> Path:
-    """Where the checkpoint's tensors converted to ``dtype`` are kept, named by the weights'
-    identity (path, size, time), so an updated checkpoint is converted again."""
-    identity = [str(folder.resolve()), str(dtype)]
+def checkpoint_identity(folder: Path) -> list[str]:
+    """The weights' identity: the folder, and each weight file's name, size and time, so
+    that what is derived from them and cached (prepared weights, the ONNX export) is made
+    again when the checkpoint is updated."""
+    identity = [str(folder.resolve())]
     for path in _weight_files(folder):
         stat = path.stat()
         identity.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return identity
+
+
+def _prepared_path(folder: Path, dtype: torch.dtype) -> Path:
+    """Where the checkpoint's tensors converted to ``dtype`` are kept, named by the weights'
+    identity (path, size, time), so an updated checkpoint is converted again."""
+    identity = checkpoint_identity(folder)
+    identity.insert(1, str(dtype))
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
     return cache_dir() / "prepared" / f"{folder.name}-{str(dtype).removeprefix('torch.')}-{digest}.safetensors"
 

@@ -136,6 +136,7 @@ class ModelChoice:
     dtype: str = "auto"
     attention: str = "auto"
     quantize: str = "auto"
+    runtime: str = "auto"  # what runs the float32 CPU encoder: auto, torch or onnxruntime
 
 
 def timestamps_needed(formats, long_form: str, word_timestamps: bool) -> bool:

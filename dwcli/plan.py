@@ -166,7 +166,7 @@ def _split_inputs(inputs: Inputs, found: Discovery, to_stdout: bool) -> tuple[li
 def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, stdin=None) -> RunPlan:
     """Check everything and decide everything a run needs; raises UsageError and
     ModelLoadError."""
-    check_requests(choice.dtype, choice.quantize, choice.attention)
+    check_requests(choice.dtype, choice.quantize, choice.attention, choice.runtime)
     check_assistant(choice.assistant, options.decoding)
     arguments = gather_arguments(inputs, stdin)
     found = discover(arguments, inputs.output_dir)
@@ -192,7 +192,7 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
     plan.notes += check_model_options(plan.model, options.decoding)
     for device in devices:
         precision = plan_precision(describe(device), choice.dtype, choice.quantize, choice.attention,
-                                   plan.assistant is not None)
+                                   plan.assistant is not None, choice.runtime)
         resolved = _for_device(options, device, plan.assistant is not None)
         if not to_stdout and not inputs.collect:
             recipe = Recipe.of(plan.model.model_id, resolved, **precision.recipe())
@@ -219,6 +219,8 @@ def execute(plan: RunPlan, reporter, sink=None, stdout=None) -> RunSummary:
             # Decoding starts first: the workers read the media while the model loads.
             stream = stream_items(plan.files, reading_for(options, mel_bins(plan.model)), options.workers)
             engine = Engine(plan.model, run.precision, plan.assistant)
+            for note in engine.notes:
+                reporter.note(note)
         return transcribe_files(plan.files, engine, options, reporter, sink=sink, settled=plan.settled,
                                 stream=stream, stdout=stdout)
     if sink is not None:

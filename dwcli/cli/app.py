@@ -158,6 +158,11 @@ def prepare_process() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # Before anything imports torch (the run loop's modules do, at import): OpenMP reads its
+    # wait policy once, when torch loads it.  Set later, in a command's body, it never took
+    # effect, and on a shared 2-core machine spinning threads cost dw 3x the CPU time of
+    # faster-whisper on the long-form set (benchmarks/RESULTS.md, issue 27).
+    prepare_process()
     try:
         if _json_lines_asked():
             status = _main_logging_json()
