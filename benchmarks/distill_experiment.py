@@ -72,7 +72,7 @@ def measure(out: Path, layers: list[int]) -> str:
     from dwcli.engine import Engine
     from dwcli.evaluate import evaluate, load_references
     from dwcli.models import ResolvedModel, resolve_model
-    from dwcli.pipeline import TranscribeOptions
+    from dwcli.options import TranscribeOptions
 
     torch.set_num_threads(os.cpu_count() or 1)
     references = load_references(out / "dev.jsonl")

@@ -12,7 +12,7 @@ speaker count, and reference words given the right speaker.
     python benchmarks/speakers.py --diarization-only     # DER and count alone: no transcription
 
 ``--diarization-only`` runs dw's speaker stage alone on each conversation, through the very
-code the decoding worker runs (``batching.file_items`` with speakers: decoding, speech
+code the decoding worker runs (``workers.file_items`` with speakers: decoding, speech
 detection, embeddings) and the file assembler's ``label_speakers``: the turns, DER and count
 are what ``dw transcribe --speakers`` gives, without words (no transcription).
 """
@@ -148,10 +148,12 @@ def diarization_section(split: str, rows: list[dict], folder: Path, args, workdi
     """DER and speaker count of each conversation from the speaker stage alone."""
     import torch
 
-    from dwcli.batching import FileEnd, file_items
     from dwcli.discover import MediaFile
+    from dwcli.options import SpeakerOptions
     from dwcli.segments import Transcript
-    from dwcli.speakers import SpeakerOptions, label_speakers
+    from dwcli.sources import FileEnd, Reading
+    from dwcli.speakers.stage import label_speakers
+    from dwcli.workers import file_items
     from dwcli.speakers.rttm import read_turns
     from dwcli.speakers.score import DiarizationScore, diarization_errors
 
@@ -163,7 +165,8 @@ def diarization_section(split: str, rows: list[dict], folder: Path, args, workdi
     for row in rows:
         path = folder / row["audio"]
         started = time.perf_counter()
-        end = [item for item in file_items(0, MediaFile(str(path), path.with_suffix("")), 80, speakers=SpeakerOptions())
+        reading = Reading("chunked", 80, speakers=SpeakerOptions())
+        end = [item for item in file_items(0, MediaFile(str(path), path.with_suffix("")), reading)
                if isinstance(item, FileEnd)][0]
         transcript = label_speakers(Transcript(str(path), end.duration_s, "en", "none"), end.speech, SpeakerOptions())
         seconds = time.perf_counter() - started

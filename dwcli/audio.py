@@ -17,11 +17,10 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .discover import STDIN, STDIN_LABEL, display_name
 from .errors import MediaError
+from .options import SAMPLE_RATE  # Hz: the rate every stage works in
 
-SAMPLE_RATE = 16_000  # Hz: what every Whisper model was trained on
-STDIN = "-"  # the input name that means "read the media from standard input"
-STDIN_LABEL = "<stdin>"  # how messages name it
 
 # Decoded audio is handed on in blocks of about this many samples, so memory stays flat
 # however long the input is (10 s at 16 kHz).
@@ -57,8 +56,6 @@ class DecodeReport:
 
 
 def _name(source) -> str:
-    from .discover import display_name
-
     return STDIN_LABEL if str(source) == STDIN else display_name(str(source))
 
 

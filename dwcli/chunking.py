@@ -16,99 +16,25 @@ files share a batch and segments of consecutive windows join without stitching.
 
 from __future__ import annotations
 
-import bisect
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import refine
 from .audio import SAMPLE_RATE
-from .features import WINDOW_SAMPLES
-from .vad import Region, SpeechFilter, SpeechPiece, VadOptions
+from .features import WINDOW_SAMPLES, log_mel
+from .sources import Reading, Settled, Span, Window, WindowItem, WindowJob, WindowSource
+from .vad import SpeechFilter, SpeechPiece, VadOptions
+
+__all__ = ["Chunker", "ChunkedReader", "ChunkedSource", "Span", "Window", "quietest_cut", "speech_windows",
+           "split_windows"]
 
 # Where a cut may fall: between this many seconds and the full 30 s of a window.
 MIN_CUT_SECONDS = 22.0
 _FRAME_SAMPLES = SAMPLE_RATE // 100  # 10 ms energy frames
 # A pause between words lasts ~0.15-0.5 s: the quietest stretch of this length is the cut.
 _PAUSE_FRAMES = 20  # 200 ms
-
-
-@dataclass(frozen=True)
-class Span:
-    """``length`` samples of a window, from ``at`` on, taken from the file at ``start``."""
-
-    at: int
-    start: int
-    length: int
-
-
-@dataclass(frozen=True)
-class Window:
-    """One model input: ``samples`` of a file, which start at ``offset_s`` in it.
-
-    ``spans`` say where each stretch of ``samples`` lies in the file when the window leaves
-    non-speech out (empty: one stretch from ``offset_s``).  ``speech`` are the detected
-    speech regions the window holds (file samples), or None when no detector ran.
-    ``ends_in_pause`` is False when the window's end cuts into speech (a sequential window
-    ends wherever 30 s fall).
-    """
-
-    index: int  # 0-based position of the window in its file
-    offset_s: float
-    samples: np.ndarray  # 16 kHz mono float32, at most 30 s
-    spans: tuple[Span, ...] = ()
-    speech: tuple[Region, ...] | None = None
-    ends_in_pause: bool = True
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
-
-    def _spans(self) -> tuple[Span, ...]:
-        return self.spans or (Span(0, round(self.offset_s * SAMPLE_RATE), len(self.samples)),)
-
-    def file_time(self, local_s: float, end: bool = False) -> float:
-        """The file's time (seconds) of a time in the window.  At a join between two spans,
-        a start belongs to the later span and an ``end`` to the earlier one."""
-        spans = self._spans()
-        sample = local_s * SAMPLE_RATE
-        ats = [span.at for span in spans]
-        index = (bisect.bisect_left(ats, sample) - 1) if end else (bisect.bisect_right(ats, sample) - 1)
-        span = spans[max(0, index)]
-        return (span.start + min(max(sample - span.at, 0), span.length)) / SAMPLE_RATE
-
-    def local_time(self, file_sample: int) -> float:
-        """The window's time (seconds) of a file sample, clamped into the window."""
-        for span in self._spans():
-            if file_sample < span.start + span.length:
-                return (span.at + max(file_sample - span.start, 0)) / SAMPLE_RATE
-        return self.duration_s
-
-    @property
-    def end_s(self) -> float:
-        """The file's time at the window's last sample."""
-        return self.file_time(self.duration_s, end=True)
-
-    @property
-    def speech_end_s(self) -> float | None:
-        """Window time where its last detected speech ends, while the window ends in a pause:
-        the decoder may not end the text before it.  None: no such rule (no detector, or a
-        window that cuts into speech, where Whisper must be free to stop after its last
-        complete phrase)."""
-        if self.speech is None or not self.ends_in_pause:
-            return None
-        if not self.speech:
-            return 0.0
-        return self.local_time(self.speech[-1].end)
-
-    def rest_from(self, cut: int) -> Window:
-        """The window from sample ``cut`` on (decoded again when Whisper stopped early)."""
-        spans = tuple(
-            Span(max(span.at - cut, 0), span.start + max(cut - span.at, 0), span.length - max(cut - span.at, 0))
-            for span in self._spans() if span.at + span.length > cut
-        )
-        offset = spans[0].start / SAMPLE_RATE if spans else self.offset_s + cut / SAMPLE_RATE
-        return replace(self, offset_s=offset, samples=self.samples[cut:], spans=spans if self.spans else ())
 
 
 def quietest_cut(samples: np.ndarray, earliest: int, latest: int) -> int:
@@ -217,3 +143,56 @@ class Chunker:
         for window in split_windows(blocks):
             self._plain_samples = round(window.offset_s * SAMPLE_RATE) + len(window.samples)
             yield window
+
+
+class ChunkedReader:
+    """The decoding worker's half of the chunked mode: whole windows with their features."""
+
+    def __init__(self, reading: Reading):
+        self.reading = reading
+        self.chunker = Chunker(reading.vad)
+
+    @property
+    def samples_read(self) -> int:
+        return self.chunker.samples_read
+
+    def items(self, file_index: int, blocks: Iterable[np.ndarray]) -> Iterator[WindowItem]:
+        for window in self.chunker.windows(blocks):
+            yield WindowItem(file_index, window, log_mel(window.samples, self.reading.n_mels))
+
+
+class ChunkedSource(WindowSource):
+    """The main process's half: every window arrives ready; one that Whisper stopped early
+    in goes round again from where it stopped (no speech at a window's end is lost)."""
+
+    def __init__(self, file_index: int, settings):
+        super().__init__(file_index, settings)
+        self.queue: deque[WindowJob] = deque()
+
+    def take(self, item: WindowItem) -> None:
+        self.queue.append(WindowJob(self.file_index, item.window, item.features, self.settings.prompt))
+
+    def ready(self) -> list[WindowJob]:
+        jobs = list(self.queue)
+        self.queue.clear()
+        self.outstanding += len(jobs)
+        return jobs
+
+    def decoded(self, job: WindowJob, result) -> Settled:
+        self.outstanding -= 1
+        window = job.window
+        segments = refine.settle(window, result.segments, self.settings.word_timestamps)
+        done_s = window.duration_s
+        if result.resume_at_s is not None:
+            cut = round(result.resume_at_s * SAMPLE_RATE)
+            self.queue.append(WindowJob(self.file_index, window.rest_from(cut), None, self.settings.prompt))
+            done_s = cut / SAMPLE_RATE
+        return Settled(segments, result.language, done_s)
+
+    @property
+    def buffered_samples(self) -> int:
+        return sum(job.samples for job in self.queue)
+
+    @property
+    def finished(self) -> bool:
+        return self.ended and not self.queue and not self.outstanding

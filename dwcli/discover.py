@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio import STDIN, STDIN_LABEL
 
 # What a folder walk picks up; a file named explicitly is taken whatever its extension.
 MEDIA_EXTENSIONS = frozenset(
@@ -27,6 +26,8 @@ MEDIA_EXTENSIONS = frozenset(
     aifc caf amr 3gp 3g2 mpg mpeg mp2 ts mts m2ts ac3 eac3 dts spx au snd ra flv vob mxf
     """.split()
 )
+STDIN = "-"  # the input name that means "read the media from standard input"
+STDIN_LABEL = "<stdin>"  # how messages name it
 STDIN_STEM = "stdin"  # output name for "-" when written to a folder
 
 

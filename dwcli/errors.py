@@ -55,6 +55,15 @@ class ConversionError(DwError):
     exit_status = ExitStatus.MODEL
 
 
+class InvalidOption(ValueError):
+    """An option's value is out of range: ``field`` names the options dataclass's field,
+    ``reason`` what is expected.  The CLI says it as ``--flag value: reason`` (exit 2)."""
+
+    def __init__(self, owner: str, name: str, value, reason: str):
+        super().__init__(f"{owner}.{name} {value!r}: {reason}")
+        self.field, self.value, self.reason = name, value, reason
+
+
 class Terminated(BaseException):
     """SIGTERM arrived: unwinds like KeyboardInterrupt (temporaries removed, workers
     stopped), then the CLI exits 143."""

@@ -16,8 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .discover import MEDIA_EXTENSIONS
+from .discover import MEDIA_EXTENSIONS, MediaFile
 from .errors import UsageError
+from .events import Reporter
+from .pipeline import transcribe_files
+from .sinks import CollectingSink
+from .speakers.rttm import read_turns
+from .speakers.score import DiarizationScore, load_utterances, score_file
 
 _NGRAM = 5
 
@@ -196,31 +201,20 @@ class Evaluation:
     speaker_files: list[dict] = field(default_factory=list)
 
 
-def evaluate(references: list[Reference], engine, options, reporter=None) -> Evaluation:
-    """Transcribe ``references`` with ``engine`` and ``options`` (a ``TranscribeOptions``)
-    through the same pipeline as ``dw transcribe``, and score them."""
-    import time
-
-    from .discover import MediaFile
-    from .pipeline import Reporter, transcribe_files
-
-    files = [MediaFile(str(reference.audio), reference.audio.with_suffix("")) for reference in references]
-    texts: dict[str, object] = {}
-    started = time.monotonic()
-    summary = transcribe_files(files, engine, options, reporter or Reporter(),
-                               collect=lambda media, transcript: texts.__setitem__(media.source, transcript))
-    evaluation = Evaluation()
-    for reference, media in zip(references, files):
-        transcript = texts.get(media.source)
+def score_all(references: list[Reference], transcripts: dict, failed: int, wall_s: float) -> Evaluation:
+    """Score each reference against its transcript (``transcripts`` by audio path, as the
+    collecting sink keeps them); a recording without one failed (reported by the run)."""
+    evaluation = Evaluation(failed=failed)
+    for reference in references:
+        transcript = transcripts.get(str(reference.audio))
         if transcript is None:
-            continue  # failed: reported by the pipeline, counted by the caller
+            continue
         result = score(reference.text, transcript.text, reference.language, transcript.duration_s)
         evaluation.files.append((reference, result, transcript.text))
         evaluation.total.add(result)
-        if options.speakers is not None and reference.rttm is not None:
+        if transcript.speakers is not None and reference.rttm is not None:
             _score_speakers(evaluation, reference, transcript)
-    evaluation.total.wall_s = time.monotonic() - started
-    evaluation.failed = summary.failed
+    evaluation.total.wall_s = wall_s
     return evaluation
 
 
@@ -230,9 +224,6 @@ def has_speaker_references(references: list[Reference]) -> bool:
 
 
 def _score_speakers(evaluation: Evaluation, reference: Reference, transcript) -> None:
-    from .speakers.rttm import read_turns
-    from .speakers.score import DiarizationScore, load_utterances, score_file
-
     turns = read_turns(reference.rttm)
     utterances = load_utterances(reference.utterances) if reference.utterances is not None else None
     result = score_file(turns, transcript, utterances, lambda text: normalize(text, reference.language))
@@ -241,3 +232,16 @@ def _score_speakers(evaluation: Evaluation, reference: Reference, transcript) ->
     evaluation.speakers.add(result)
     evaluation.speaker_files.append({"audio": str(reference.audio), "speakers": len({turn.speaker for turn in turns}),
                                      "found": len(transcript.speakers or []), **result.as_dict()})
+
+
+def evaluate(references: list[Reference], engine, options, reporter=None) -> Evaluation:
+    """Transcribe ``references`` with a loaded ``engine`` (a student being trained) and
+    ``options`` (a ``TranscribeOptions``) through the run loop, and score them."""
+    import time
+
+    files = [MediaFile(str(reference.audio), reference.audio.with_suffix("")) for reference in references]
+    sink = CollectingSink()
+    started = time.monotonic()
+    summary = transcribe_files(list({media.source: media for media in files}.values()), engine, options,
+                               reporter or Reporter(), sink=sink)
+    return score_all(references, sink.transcripts, summary.failed, time.monotonic() - started)

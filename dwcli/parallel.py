@@ -18,9 +18,12 @@ import os
 import queue
 from dataclasses import dataclass
 
-from .batching import stream_items
-from .errors import UsageError
-from .pipeline import FileOutcome, Reporter, RunSummary, report_settled, transcribe_files
+from .engine import Engine
+from .errors import ModelLoadError
+from .events import FileOutcome, Reporter, RunSummary, report_settled
+from .network import mel_bins
+from .pipeline import reading_for, transcribe_files
+from .workers import die_with_parent, stream_items
 
 
 @dataclass(frozen=True)
@@ -30,30 +33,11 @@ class Replica:
     resolved: object  # models.ResolvedModel
     precision: object  # precision.PrecisionPlan of this replica's device
     assistant: object  # models.ResolvedModel of --assistant, or None
-    options: object  # pipeline.TranscribeOptions (its resume record names this replica's precision)
+    options: object  # TranscribeOptions resolved for this device (its resume record names its precision)
 
     @property
     def device(self) -> str:
         return self.precision.device
-
-
-def parse_devices(value: str) -> list[str]:
-    """``"cuda:0,cuda:1"`` -> the list; ``"all"`` -> every visible GPU (or ``cpu``)."""
-    import torch
-
-    from .engine import pick_device
-
-    if value == "all":
-        count = torch.cuda.device_count()
-        return [f"cuda:{index}" for index in range(count)] or ["cpu"]
-    devices = [name.strip() for name in value.split(",") if name.strip()]
-    if not devices:
-        raise UsageError("--devices: name at least one device")
-    for name in devices:
-        if not (name == "cpu" or name.startswith("cuda")):
-            raise UsageError(f"--devices {value}: expected cpu, cuda:N or all")
-        pick_device(name)  # a GPU that does not exist is a usage error, named
-    return devices
 
 
 class FileCounter:
@@ -94,18 +78,17 @@ def _replica(replica: Replica, threads: int, files, claims: FileCounter, events)
     """One device's process: build the engine, transcribe claimed files, report back."""
     import torch
 
-    from .batching import die_with_parent
-    from .engine import Engine
-
     die_with_parent()
     torch.set_num_threads(threads)
     try:
-        engine = Engine(replica.resolved, replica.precision, replica.assistant)
         options = replica.options
-        # The replica's decoding workers take files from the counter all replicas share.
-        items = stream_items(files, engine.n_mels, options.workers, claims=claims, vad=options.vad,
-                             allow_partial=options.allow_partial, speakers=options.speakers)
-        summary = transcribe_files(files, engine, options, _ForwardingReporter(events), items=items, announce=False)
+        # The replica's decoding workers take files from the counter all replicas share,
+        # and start reading while the model loads.
+        stream = stream_items(files, reading_for(options, mel_bins(replica.resolved)), options.workers, claims=claims)
+        engine = Engine(replica.resolved, replica.precision, replica.assistant)
+        for note in engine.notes:
+            events.put(("note", note))
+        summary = transcribe_files(files, engine, options, _ForwardingReporter(events), stream=stream, claims=claims)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever
         events.put(("crashed", f"{replica.device}: {type(error).__name__}: {error}"))
@@ -137,7 +120,7 @@ def transcribe_on_devices(files, replicas: list[Replica], reporter: Reporter, se
                  for replica in replicas]
     completed = False
     try:
-        crashes = _collect(processes, events, reporter, total)
+        crashes, reported = _collect(processes, events, reporter, total)
         completed = True
     finally:
         for process in processes:
@@ -148,21 +131,25 @@ def transcribe_on_devices(files, replicas: list[Replica], reporter: Reporter, se
                 process.join(timeout=10)
         events.cancel_join_thread()  # never wait at exit for events nobody will read
     if crashes:
-        from .errors import ModelLoadError
-
         raise ModelLoadError("; ".join(crashes))
+    for media in files:  # taken by a decoding process that died before it began, or left by a stopped replica
+        if media.source not in reported:
+            outcome = FileOutcome(media, "failed", f"{media.label}: not transcribed (the process reading it stopped)")
+            total.count(outcome)
+            reporter.file_done(outcome)
     total.wall_s = time.monotonic() - started
     reporter.finish(total)
     return total
 
 
-def _collect(processes, events, reporter: Reporter, total: RunSummary) -> list[str]:
+def _collect(processes, events, reporter: Reporter, total: RunSummary) -> tuple[list[str], set[str]]:
     """Start the replicas and relay their events until each has finished or crashed;
-    returns the crash messages."""
+    returns the crash messages and the sources whose outcome was reported."""
     for process in processes:
         process.start()
     finished = 0
     crashes = []
+    reported = set()
     while finished < len(processes):
         try:
             kind, payload = events.get(timeout=1.0)
@@ -175,6 +162,7 @@ def _collect(processes, events, reporter: Reporter, total: RunSummary) -> list[s
         if kind == "advance":
             reporter.advance(payload)
         elif kind == "file":
+            reported.add(payload.media.source)
             reporter.file_done(payload)
         elif kind == "note":
             reporter.note(payload)
@@ -184,7 +172,7 @@ def _collect(processes, events, reporter: Reporter, total: RunSummary) -> list[s
         elif kind == "crashed":
             finished += 1
             crashes.append(payload)
-    return crashes
+    return crashes, reported
 
 
 @dataclass(frozen=True)

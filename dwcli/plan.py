@@ -3,9 +3,11 @@
 ``make_plan`` gathers the inputs (arguments, ``--from-list``), decides whether results go to
 standard output, takes this rank's shard under a launcher, picks the devices, resolves the
 model, checks the options against the model's own configuration (languages, translation)
-before any weights load, makes one precision plan per device, and leaves out the files
-``--skip-existing`` finds done.  ``execute`` runs the plan: one device is the one-replica
-case of several (run in this process); several devices run a replica each.
+before any weights load, makes one ``DeviceRun`` per device (its precision plan, and the
+options resolved for it: batch size, workers, the record its outputs carry), and leaves
+out the files ``--skip-existing`` finds done.  ``execute`` runs the plan: one device is the
+one-replica case of several (run in this process); several devices run a replica each.
+``dw transcribe`` and ``dw eval`` both come through here; they differ only in their sink.
 """
 
 from __future__ import annotations
@@ -15,36 +17,33 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .decoding.alignment import alignment_heads_problem
+from .decoding.options import SpecialTokens
+from .devices import parse_devices, pick_device
 from .discover import Discovery, MediaFile, discover, read_path_list
+from .engine import Engine
 from .errors import UsageError
+from .events import FileOutcome, RunSummary
 from .models import ResolvedModel, resolve_model
-from .pipeline import FileOutcome, RunSummary, TranscribeOptions
+from .network import GenerationConfig, WhisperConfig, mel_bins
+from .options import Inputs, ModelChoice, TranscribeOptions
+from .parallel import Replica, launched_rank, shard, transcribe_on_devices
+from .pipeline import reading_for, transcribe_files
 from .precision import PrecisionPlan, check_requests, describe, plan_precision
+from .resume import Recipe, Resume
+from .workers import stream_items
 
 
 @dataclass(frozen=True)
-class Inputs:
-    """What to transcribe and where the results go."""
+class DeviceRun:
+    """How one device runs: its precision plan and the options resolved for it."""
 
-    paths: tuple[str, ...] = ()
-    from_list: str | None = None  # a file of paths, "-" for standard input
-    null_separated: bool = False  # --from-list entries end in NUL (find -print0)
-    output_dir: Path | None = None
-    stdout: bool = False  # --stdout: the result to standard output
-    skip_existing: bool = False
+    precision: PrecisionPlan
+    options: TranscribeOptions
 
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The model and how to run it, as given (``auto`` and None: dw decides)."""
-
-    model: str | None = None
-    assistant: str | None = None
-    device: str = "auto"
-    devices: str | None = None  # several: "cuda:0,cuda:1" or "all"
-    dtype: str = "auto"
-    attention: str = "auto"
-    quantize: str = "auto"
+    @property
+    def device(self) -> str:
+        return self.precision.device
 
 
 @dataclass
@@ -53,10 +52,10 @@ class RunPlan:
 
     files: list[MediaFile]  # to transcribe
     settled: list[FileOutcome]  # decided before the run: skipped, or missing paths
-    options: TranscribeOptions
+    options: TranscribeOptions  # as asked (auto values unresolved); each device's are in ``devices``
     model: ResolvedModel | None = None  # None when nothing is left to transcribe
     assistant: ResolvedModel | None = None
-    replicas: list[PrecisionPlan] = field(default_factory=list)  # one per device
+    devices: list[DeviceRun] = field(default_factory=list)
     rank: object = None  # parallel.Rank under torchrun / accelerate launch
     notes: list[str] = field(default_factory=list)  # said on stderr before the run
 
@@ -84,6 +83,8 @@ def gather_arguments(inputs: Inputs, stdin=None) -> list[str]:
 
 
 def _to_stdout(inputs: Inputs, arguments: list[str], found: Discovery, formats: tuple[str, ...]) -> bool:
+    if inputs.collect:
+        return False
     to_stdout = inputs.stdout or ("-" in arguments and inputs.output_dir is None)
     if to_stdout:
         if len(formats) != 1:
@@ -100,9 +101,6 @@ def _inside(folder: Path, stem: Path) -> bool:
 
 
 def _devices(choice: ModelChoice, rank) -> list[str]:
-    from .engine import pick_device
-    from .parallel import parse_devices
-
     if choice.devices:
         return parse_devices(choice.devices)
     device = pick_device(choice.device)
@@ -113,15 +111,18 @@ def _devices(choice: ModelChoice, rank) -> list[str]:
 
 def check_model_options(resolved: ResolvedModel, options) -> list[str]:
     """The decoding options against the model's own configuration, before its weights load:
-    UsageError for a language it lacks; the notes to say."""
-    from .decoding.options import SpecialTokens
-    from .network import GenerationConfig
-
-    path = resolved.path / "generation_config.json"
+    UsageError for a language it lacks, or for word times it cannot give; the notes to say."""
     try:
-        special = SpecialTokens.from_generation_config(GenerationConfig.from_file(path))
+        generation = GenerationConfig.from_file(resolved.path / "generation_config.json")
+        special = SpecialTokens.from_generation_config(generation)
+        config = WhisperConfig.from_file(resolved.path / "config.json")
     except (OSError, ValueError, TypeError):
         return []  # the model cannot be loaded either: Engine says so, with exit status 3
+    if options.word_timestamps:
+        problem = alignment_heads_problem(generation.alignment_heads, config.decoder_layers,
+                                          config.decoder_attention_heads)
+        if problem:
+            raise UsageError(f"--word-timestamps: {resolved.model_id} cannot time words: {problem}")
     language = options.language
     if language and not special.multilingual and language != "en":
         raise UsageError(f"--language {language}: {resolved.model_id} is an English-only model")
@@ -132,38 +133,40 @@ def check_model_options(resolved: ResolvedModel, options) -> list[str]:
     return []
 
 
-def default_workers(device: str, rank) -> int:
-    """Decoding workers: enough to keep a GPU fed; on CPU one, the model needs the cores.
-    Under a launcher the machine's cores are shared by its ranks."""
-    cores = os.cpu_count() or 1
-    if rank is not None:
-        cores = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
-    if device.startswith("cuda"):
-        return max(1, min(8, cores - 1))
-    return 1 if cores > 1 else 0
-
-
 def check_assistant(assistant: str | None, decoding) -> None:
-    """UsageError for decoding options an assistant cannot serve (``dw transcribe``, ``dw eval``)."""
+    """UsageError for decoding options an assistant cannot serve."""
     if assistant and decoding.beam_size > 1:
         raise UsageError("--assistant decodes greedily: it cannot be combined with --beam-size")
 
 
-def batch_size_for(assistant: str | None, requested: int, device: str) -> int:
-    """Windows per model call: 1 with an assistant (speculation pays at batch size 1: each
-    step of the model reads all its weights for one token), else ``requested`` (0: auto)."""
-    from .engine import default_batch_size
+def _for_device(options: TranscribeOptions, device: str, assistant: bool) -> TranscribeOptions:
+    """``options`` resolved for one device.  With an assistant, batch size 1: speculation
+    pays at batch size 1 (each step of the model reads all its weights for one token)."""
+    if assistant:
+        options = replace(options, batch_size=1)
+    return options.for_device(device)
 
-    return 1 if assistant else requested or default_batch_size(device)
+
+def _split_inputs(inputs: Inputs, found: Discovery, to_stdout: bool) -> tuple[list[MediaFile], list[FileOutcome]]:
+    """The files to transcribe, and the paths that fail before any work (unusable, or
+    whose outputs would leave --output-dir)."""
+    settled = [FileOutcome(MediaFile(item.argument, Path(item.argument)), "failed", item.message)
+               for item in found.unusable]
+    files = []
+    for media in found.files:
+        if (inputs.output_dir is not None and not to_stdout and not inputs.collect
+                and not _inside(inputs.output_dir, media.output_stem)):
+            settled.append(FileOutcome(media, "failed", f"{media.label}: its outputs would be written outside "
+                                                        f"--output-dir {inputs.output_dir}"))
+        else:
+            files.append(media)
+    return files, settled
 
 
 def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, stdin=None) -> RunPlan:
     """Check everything and decide everything a run needs; raises UsageError and
     ModelLoadError."""
-    from .parallel import launched_rank, shard
-    from .resume import Recipe, Resume
-
-    check_requests(choice.dtype, choice.quantize, choice.attention)
+    check_requests(choice.dtype, choice.quantize, choice.attention, choice.runtime)
     check_assistant(choice.assistant, options.decoding)
     arguments = gather_arguments(inputs, stdin)
     found = discover(arguments, inputs.output_dir)
@@ -177,84 +180,53 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
     devices = _devices(choice, rank)
     if len(devices) > 1 and options.long_form != "chunked":
         raise UsageError("--devices with several devices needs --long-form chunked")
-    options = replace(
-        options,
-        to_stdout=to_stdout,
-        batch_size=batch_size_for(choice.assistant, options.batch_size, devices[0]),
-        workers=options.workers if options.workers >= 0 else default_workers(devices[0], rank),
-    )
-    settled = [FileOutcome(MediaFile(item.argument, Path(item.argument)), "failed", item.message)
-               for item in found.unusable]
-    files = []
-    for media in found.files:
-        if inputs.output_dir is not None and not to_stdout and not _inside(inputs.output_dir, media.output_stem):
-            settled.append(FileOutcome(media, "failed", f"{media.label}: its outputs would be written outside "
-                                                        f"--output-dir {inputs.output_dir}"))
-        else:
-            files.append(media)
-    found = Discovery(files, found.unusable)
-    plan = RunPlan(found.files, settled, options, rank=rank)
-    if not found.files:
+    options = replace(options, to_stdout=to_stdout)
+    files, settled = _split_inputs(inputs, found, to_stdout)
+    plan = RunPlan(files, settled, options, rank=rank)
+    if not files:
         return plan
     plan.model = resolve_model(choice.model, devices[0])
     if plan.model.note:
         plan.notes.append(plan.model.note)
     plan.assistant = resolve_model(choice.assistant, devices[0]) if choice.assistant else None
     plan.notes += check_model_options(plan.model, options.decoding)
-    plan.replicas = [plan_precision(describe(device), choice.dtype, choice.quantize, choice.attention,
-                                    plan.assistant is not None) for device in devices]
-    if not to_stdout:
-        resumes = [Resume(Recipe.of(plan.model.model_id, options, **precision.recipe()), inputs.skip_existing)
-                   for precision in plan.replicas]
-        plan.options = replace(options, resume=resumes[0])
-        done = [media for media in found.files if inputs.skip_existing and any(r.is_done(media, options.formats)
-                                                                               for r in resumes)]
-        plan.files = [media for media in found.files if media not in done]
+    for device in devices:
+        precision = plan_precision(describe(device), choice.dtype, choice.quantize, choice.attention,
+                                   plan.assistant is not None, choice.runtime)
+        resolved = _for_device(options, device, plan.assistant is not None)
+        if not to_stdout and not inputs.collect:
+            recipe = Recipe.of(plan.model.model_id, resolved, **precision.recipe())
+            resolved = replace(resolved, resume=Resume(recipe, inputs.skip_existing))
+        plan.devices.append(DeviceRun(precision, resolved))
+    if inputs.skip_existing and not to_stdout and not inputs.collect:
+        done = [media for media in files
+                if any(run.options.resume.is_done(media, options.formats) for run in plan.devices)]
+        plan.files = [media for media in files if media not in done]
         plan.settled += [FileOutcome(media, "skipped", outputs=[media.output_path(fmt) for fmt in options.formats])
                          for media in done]
     return plan
 
 
-def _mel_bins(resolved: ResolvedModel) -> int:
-    """The model's log-mel bins, from its config (the weights not loaded yet)."""
-    from .errors import ModelLoadError
-    from .network import WhisperConfig
-
-    try:
-        return WhisperConfig.from_file(resolved.path / "config.json").num_mel_bins
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
-
-
-def execute(plan: RunPlan, reporter, stdout=None) -> RunSummary:
-    """Run the plan: in this process on its one device, else one replica per device."""
-    from .pipeline import transcribe_files
-
-    if not plan.files or len(plan.replicas) <= 1:
-        engine = items = None
-        if plan.files:
-            from .batching import stream_items
-            from .engine import Engine
-
-            if plan.options.long_form == "chunked":
-                # Decoding starts first: the workers read the media while the model loads.
-                n_mels = _mel_bins(plan.model)
-                items = stream_items(plan.files, n_mels, plan.options.workers, vad=plan.options.vad,
-                                     allow_partial=plan.options.allow_partial, speakers=plan.options.speakers)
-            engine = Engine(plan.model, plan.replicas[0], plan.assistant)
-        return transcribe_files(plan.files, engine, plan.options, reporter, stdout=stdout, settled=plan.settled,
-                                items=items)
-    from .parallel import Replica, transcribe_on_devices
-    from .resume import Recipe, Resume
-
-    replicas = []
-    for precision in plan.replicas:
+def execute(plan: RunPlan, reporter, sink=None, stdout=None) -> RunSummary:
+    """Run the plan: in this process on its one device, else one replica per device.
+    ``sink``: where transcripts go (default: what the options ask for, files or ``stdout``)."""
+    if not plan.files or len(plan.devices) <= 1:
+        engine = stream = None
         options = plan.options
-        if options.resume is not None:
-            recipe = Recipe.of(plan.model.model_id, options, **precision.recipe())
-            options = replace(options, resume=Resume(recipe, options.resume.skip_existing))
-        replicas.append(Replica(plan.model, precision, plan.assistant, options))
+        if plan.files:
+            run = plan.devices[0]
+            options = run.options
+            # Decoding starts first: the workers read the media while the model loads.
+            stream = stream_items(plan.files, reading_for(options, mel_bins(plan.model)), options.workers)
+            engine = Engine(plan.model, run.precision, plan.assistant)
+            for note in engine.notes:
+                reporter.note(note)
+        return transcribe_files(plan.files, engine, options, reporter, sink=sink, settled=plan.settled,
+                                stream=stream, stdout=stdout)
+    if sink is not None:
+        raise UsageError("several devices write their own outputs: they cannot share one collecting sink")
+    replicas = [Replica(plan.model, run.precision, plan.assistant, run.options) for run in plan.devices]
     return transcribe_on_devices(plan.files, replicas, reporter, settled=plan.settled)
 
 
-__all__ = ["Inputs", "ModelChoice", "RunPlan", "check_model_options", "execute", "gather_arguments", "make_plan"]
+__all__ = ["DeviceRun", "RunPlan", "check_model_options", "execute", "gather_arguments", "make_plan"]

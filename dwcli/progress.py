@@ -14,7 +14,8 @@ import time
 from .audio import probe
 from .discover import display_name
 from .errors import DwError, debug_requested
-from .pipeline import FileOutcome, Reporter, RunSummary
+from .events import FileOutcome, Reporter, RunSummary
+from .writers import json_text
 
 
 def _clock(seconds: float) -> str:
@@ -94,8 +95,6 @@ class JsonReporter(PlainReporter):
     """One JSON object per event on stderr, for log collectors (``--log-json``)."""
 
     def _event(self, **fields) -> None:
-        from .writers import json_text
-
         self._say(json_text({"time": round(time.time(), 3), **fields}))
 
     def file_done(self, outcome: FileOutcome) -> None:

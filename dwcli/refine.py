@@ -17,7 +17,7 @@ them to the speech it found:
 
 from __future__ import annotations
 
-from .chunking import Window
+from .sources import Window
 from .segments import Segment, Word
 from .vad import Region
 

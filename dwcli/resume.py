@@ -66,6 +66,8 @@ class Recipe:
         # needs none), which never count: a txt-only rerun may keep an srt run's text.
         options["decoding"] = {key: value for key, value in dataclasses.asdict(run_options.decoding).items()
                                if key != "timestamps"}
+        if run_options.long_form != "sequential":  # only the sequential mode reads previous text
+            options["decoding"]["condition_on_previous_text"] = False
         writer = run_options.writer
         options["writer"] = {field.name: getattr(writer, field.name) for field in dataclasses.fields(writer)
                              if field.name != "subtitles"}

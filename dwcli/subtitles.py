@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+from .options import SubtitleOptions
 from .segments import Segment
 
 MS_PER_S = 1000
@@ -61,22 +62,6 @@ _ZERO_WIDTH = ("Mn", "Me", "Cf")  # combining marks and format characters take n
 # Karaoke: a pause shorter than this keeps the last word underlined, not blinking between words.
 _KARAOKE_BRIDGE_MS = 300
 _WORD = re.compile(r"\s*\S+")
-
-
-@dataclass(frozen=True)
-class SubtitleOptions:
-    """Limits for SRT/VTT cues (the defaults follow common broadcast guidelines)."""
-
-    max_line_width: int = 42  # columns per line (CJK takes two); a longer word gets its own line
-    max_line_count: int = 2  # lines per cue
-    max_cue_duration_s: float = 7.0  # seconds on screen at most
-    max_cps: float = 20.0  # reading speed: characters per second at most, where gaps allow
-    highlight_words: bool = False  # karaoke: the cue once per word, that word underlined
-
-    def __post_init__(self) -> None:
-        for name in ("max_line_width", "max_line_count", "max_cue_duration_s", "max_cps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SubtitleOptions.{name} must be positive, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

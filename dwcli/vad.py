@@ -23,38 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .options import VadOptions
 
 FRAME_SAMPLES = 512  # Silero's frame at 16 kHz: 32 ms
 _CONTEXT_SAMPLES = 64  # each frame is read with the 64 samples before it
 _STATE_SHAPE = (1, 1, 128)  # the LSTM's hidden and cell state
 _FRAMES_PER_CALL = 512  # ~16 s of audio per onnxruntime call: fewer calls, bounded memory
 WINDOW_SECONDS = 30.0  # Whisper's window: no speech region is longer
-
-
-@dataclass(frozen=True)
-class VadOptions:
-    """How speech is told from non-speech (faster-whisper's ``VadOptions``, dw's defaults)."""
-
-    enabled: bool = True  # False: every sample goes to the model, Whisper alone decides
-    threshold: float = 0.5  # a frame whose speech probability reaches this starts speech
-    # Speech shorter than this is dropped (0: keep everything the detector calls speech).
-    min_speech_duration_ms: int = 0
-    # A pause must last this long to end a stretch of speech; shorter ones stay inside it.
-    min_silence_duration_ms: int = 160
-    # Each stretch of speech is widened by this much audio on both sides (consonants and
-    # breaths at the edges, which the detector scores low), the gap shared when two meet.
-    speech_pad_ms: int = 400
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"VadOptions.threshold must be between 0 and 1, got {self.threshold!r}")
-        for name in ("min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"VadOptions.{name} must not be negative, got {getattr(self, name)!r}")
-
-    @property
-    def pad_samples(self) -> int:
-        return round(self.speech_pad_ms * SAMPLE_RATE / 1000)
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,16 @@ import io
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TextIO
 
 from .errors import UsageError
 from .segments import Transcript
-from .subtitles import MS_PER_S, SubtitleOptions, shape_cues
+from .options import WriterOptions
+from .speakers.rttm import write_turns
+from .subtitles import MS_PER_S, shape_cues
 
 _PROBABILITY_DIGITS = 4  # word confidences in JSON
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass(frozen=True)
-class WriterOptions:
-    """What shapes the written text beyond the transcript itself."""
-
-    subtitles: SubtitleOptions = SubtitleOptions()
 
 
 def _vtt_escape(text: str) -> str:
@@ -180,8 +174,6 @@ def _seconds(seconds: float) -> float:
 
 def write_rttm(transcript: Transcript, stream: TextIO, options: WriterOptions) -> None:
     """RTTM, the diarization format: one ``SPEAKER`` line per speaker turn (``--speakers``)."""
-    from .speakers.rttm import write_turns
-
     write_turns(transcript.turns or [], transcript.source, stream)
 
 

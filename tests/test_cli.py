@@ -63,7 +63,16 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         ([], {}, "no input: name files, folders or - (standard input), or use --from-list"),
         (["x.wav", "--task", "sing"], {}, "--task sing: expected transcribe or translate"),
         (["x.wav", "--quantize", "int4"], {}, "--quantize int4: expected auto, none or int8"),
-        (["x.wav", "--max-cps", "0"], {}, "--max-cps must be positive, got 0"),
+        (["x.wav", "--max-cps", "0"], {}, "--max-cps 0: expected a positive number"),
+        (["x.wav", "--max-cps", "nan"], {}, "--max-cps nan: expected a positive number"),
+        (["x.wav", "--max-cue-duration", "inf"], {}, "--max-cue-duration inf: expected a positive number"),
+        (["x.wav", "--batch-size", "-3"], {}, "--batch-size -3: expected 0 (auto) to 256"),
+        (["x.wav", "--batch-size", "100000"], {}, "--batch-size 100000: expected 0 (auto) to 256"),
+        (["x.wav", "--workers", "-5"], {}, "--workers -5: expected -1 (auto), 0 (none) or more"),
+        (["x.wav", "-o", ""], {}, "--output-dir: give a folder (an empty name would mean the current one)"),
+        (["x.wav", "--temperature", "0.4,0.2"], {}, "--temperature 0.4,0.2: expected rising non-negative numbers, e.g. 0,0.2,0.4"),
+        (["x.wav", "--vad-threshold", "1.5"], {}, "--vad-threshold 1.5: expected a probability between 0 and 1"),
+        (["x.wav", "--long-form", "sideways"], {}, "--long-form sideways: expected chunked or sequential"),
         (["x.wav", "--beam-size", "0"], {}, "--beam-size 0: expected 1 or more"),
         (["x.wav", "--language", "klingon"], {},
          "--language klingon: unknown language; give a code such as en, de or fr, or a name such as german"),
@@ -76,9 +85,9 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         (["x.wav", "--speakers", "--num-speakers", "0"], {}, "--num-speakers 0: expected 1 or more"),
         (["x.wav"], {"DW_SPEAKERS": "1", "DW_NUM_SPEAKERS": "0"}, "--num-speakers 0: expected 1 or more"),
         (["x.wav", "--speakers", "--min-speakers", "3", "--max-speakers", "2"], {},
-         "--min-speakers 3 is above --max-speakers 2"),
+         "--min-speakers 3: above --max-speakers 2"),
         (["x.wav", "--speakers", "--num-speakers", "2", "--max-speakers", "3"], {},
-         "--num-speakers fixes the count: give it alone, or --min-speakers/--max-speakers"),
+         "--num-speakers 2: fixes the count, so --min-speakers and --max-speakers cannot be given with it"),
         (["x.wav", "--speakers", "--task", "translate"], {},
          "--speakers needs word timestamps, which a translation (--task translate) does not have"),
         (["x.wav", "--speakers", "--no-vad"], {}, "--speakers needs speech detection: drop --no-vad"),
@@ -199,7 +208,7 @@ def test_output_dir_mirrors_nested_folders(folder_run, speech):
     (0.0, 1.0, "dw: 1 ok, 0 skipped, 0 failed"),
 ], ids=["seconds", "minutes", "hours", "nothing transcribed"])
 def test_the_summary_says_audio_in_the_unit_that_reads_best(audio_s, wall_s, expected):
-    from dwcli.pipeline import RunSummary
+    from dwcli.events import RunSummary
     from dwcli.progress import summary_line
 
     assert summary_line(RunSummary(ok=1, audio_s=audio_s, wall_s=wall_s)) == expected

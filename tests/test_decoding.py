@@ -36,7 +36,7 @@ def test_greedy_decoder_matches_generate(engine, reference_model, longform_windo
 def test_silent_and_noise_windows_yield_no_segments(engine, jfk):
     import numpy as np
 
-    from dwcli.chunking import Window
+    from dwcli.sources import Window
 
     noise = np.random.default_rng(0).normal(scale=0.01, size=16000 * 5).astype(np.float32)
     windows = [Window(0, 0.0, np.zeros(16000 * 5, np.float32)), Window(0, 0.0, noise),
@@ -52,10 +52,26 @@ def test_quiet_speech_is_transcribed(engine, jfk, level_dbfs):
     """Speech recorded far below full scale (FLEURS clips sit at -63 dBFS RMS) is still speech."""
     import numpy as np
 
-    from dwcli.chunking import Window
+    from dwcli.sources import Window
 
     samples = load_audio(jfk["path"]).astype(np.float64)
     quiet = (samples * (10 ** (level_dbfs / 20) / np.sqrt(np.mean(samples**2)))).astype(np.float32)
     features = log_mel_batch([quiet], engine.n_mels)
     (result,) = engine.transcribe(features, [Window(0, 0.0, quiet)], DecodingOptions())
     assert "what your country can do for you" in " ".join(segment.text for segment in result.segments).lower()
+
+
+@pytest.mark.parametrize("keep", [[1, 0, 1, 1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 1, 0, 0], [1, 0, 0, 0]])
+def test_leaving_rows_are_replaced_by_the_last_survivors_consistently(keep):
+    """RowShrink moves only the last survivors into the leavers' places; every per-row
+    tensor (row ids, caches along dim 1) ends up with the same survivors in the same order."""
+    from dwcli.decoding.runtime import RowShrink
+
+    keep = torch.tensor(keep, dtype=torch.bool)
+    rows = torch.arange(len(keep))
+    caches = torch.arange(len(keep)).repeat(2, 1)[:, :, None].expand(2, len(keep), 3).clone()  # (layers, rows, 3)
+    shrink = RowShrink(keep)
+    survivors, moved = shrink.apply(rows), shrink.apply(caches, dim=1)
+    assert sorted(survivors.tolist()) == keep.nonzero()[:, 0].tolist()
+    assert (moved == survivors[None, :, None]).all()
+    assert len(shrink.into) == int((~keep[: int(keep.sum())]).sum())  # only the leavers' places are written

@@ -38,7 +38,7 @@ def test_layers_are_maximally_spaced_and_heads_follow_them():
 def distilled(manifest, offline_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("student") / "tiny-2l"
     result = invoke("distill", "--teacher", "offline:tiny.en", "--train", str(manifest), "--eval", str(manifest),
-                    "--out", str(out), "--augment", "clean,speed1.1", "--steps", "12", "--batch-size", "2",
+                    "--out", str(out), "--augment", "clean,speed1.1", "--steps", "12", "--train-batch-size", "2",
                     "--warmup-steps", "2", "--learning-rate", "3e-4", "--eval-steps", "12", "--checkpoint-steps", "6",
                     "--device", "cpu")
     return result, out
@@ -71,7 +71,7 @@ def test_labels_are_kept_and_resumed(distilled):
 def test_a_rerun_resumes_instead_of_starting_over(distilled, manifest):
     _, out = distilled
     result = invoke("distill", "--teacher", "offline:tiny.en", "--train", str(manifest), "--out", str(out),
-                    "--augment", "clean,speed1.1", "--steps", "12", "--batch-size", "2", "--device", "cpu")
+                    "--augment", "clean,speed1.1", "--steps", "12", "--train-batch-size", "2", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     assert "resumed at step 12 of 12" in result.stderr
 
@@ -162,7 +162,8 @@ class _CountingExamples:
 
 @pytest.mark.parametrize("examples", [3, 8, 11, 17])
 def test_each_process_under_accelerate_launch_trains_on_its_own_share(examples):
-    from dwcli.distill.train import TrainOptions, _batches, batches_per_epoch
+    from dwcli.distill.train import _batches, batches_per_epoch
+    from dwcli.options import TrainOptions
 
     options = TrainOptions(batch_size=2)
     alone = [inputs.tolist() for inputs, _, _ in _batches(_CountingExamples(examples), options, epoch=1)]
@@ -189,7 +190,7 @@ def test_two_processes_under_torchrun_train_one_student(distilled, dw_env, tmp_p
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "dwcli",
          "distill", "train", "--teacher", "offline:tiny.en", "--student", str(out / ".distill" / "student-init"),
-         "--labels", str(out / ".distill" / "labels"), "--out", str(target), "--steps", "4", "--batch-size", "2",
+         "--labels", str(out / ".distill" / "labels"), "--out", str(target), "--steps", "4", "--train-batch-size", "2",
          "--warmup-steps", "1", "--checkpoint-steps", "2"],
         env={**dw_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -209,7 +210,7 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(distilled, dw_
     target = tmp_path / "killed"
     command = ["dw", "distill", "train", "--teacher", "offline:tiny.en", "--student",
                str(out / ".distill" / "student-init"), "--labels", str(out / ".distill" / "labels"),
-               "--out", str(target), "--batch-size", "2", "--checkpoint-steps", "2"]
+               "--out", str(target), "--train-batch-size", "2", "--checkpoint-steps", "2"]
     state = target / ".distill" / "checkpoint" / "dw_state.json"
     process = subprocess.Popen([*command, "--steps", "400"], env=dw_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -18,7 +18,9 @@ import pytest
 from conftest import word_error_rate
 from dwcli.decoding import DecodingOptions
 from dwcli.discover import discover
-from dwcli.pipeline import Reporter, TranscribeOptions, transcribe_files
+from dwcli.events import Reporter
+from dwcli.options import TranscribeOptions
+from dwcli.pipeline import transcribe_files
 
 SHORT_CLIPS = ["jfk.flac", "1995-1837-0001.wav", "260-123286-0001.wav", "61-70968-0000.wav", "2412-153948-0000.flac"]
 SHORT_WER_BOUND = 0.10
@@ -77,15 +79,17 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(engine, speech, tmp_pa
 
     class SmallDevice:
         def __init__(self, real):
-            self.real, self.model_id, self.n_mels = real, real.model_id, real.n_mels
-            self.plan, self.device = real.plan, real.device
+            self.real = real
             self.batch_sizes = []
 
-        def transcribe(self, features, windows, options):
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def transcribe(self, features, windows, options, **context):
             self.batch_sizes.append(len(windows))
             if len(windows) > 2:
                 raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-            return self.real.transcribe(features, windows, options)
+            return self.real.transcribe(features, windows, options, **context)
 
     device = SmallDevice(engine)
     paths = [speech[name]["path"] for name in SHORT_CLIPS]
@@ -103,13 +107,15 @@ def test_out_of_memory_with_one_window_fails_that_file_only(engine, speech, tmp_
 
     class TinyDevice:
         def __init__(self, real):
-            self.real, self.model_id, self.n_mels = real, real.model_id, real.n_mels
-            self.plan, self.device = real.plan, real.device
+            self.real = real
 
-        def transcribe(self, features, windows, options):
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def transcribe(self, features, windows, options, **context):
             if any(11 < window.duration_s < 12 for window in windows):  # 2412-153948-0000 never fits
                 raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-            return self.real.transcribe(features, windows, options)
+            return self.real.transcribe(features, windows, options, **context)
 
     paths = [speech[name]["path"] for name in SHORT_CLIPS]
     summary, outcomes, files = _run(TinyDevice(engine), paths, tmp_path, batch_size=1, workers=0)

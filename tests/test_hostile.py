@@ -14,7 +14,9 @@ import psutil
 import pytest
 
 from dwcli.discover import discover
-from dwcli.pipeline import Reporter, TranscribeOptions, transcribe_files
+from dwcli.events import Reporter
+from dwcli.options import TranscribeOptions
+from dwcli.pipeline import transcribe_files
 
 MODEL = ["--model", "offline:tiny.en"]
 WAIT_S = 300
@@ -97,14 +99,14 @@ def _clips(speech, folder: Path, names=("jfk.flac", "260-123286-0001.wav", "61-7
 
 
 def test_a_full_disk_stops_the_batch_and_says_so_once(engine, speech, tmp_path, monkeypatch):
-    import dwcli.pipeline as pipeline
+    import dwcli.sinks as sinks
 
     paths = _clips(speech, tmp_path / "in")
 
     def full(path, text):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline, "write_atomic", full)
+    monkeypatch.setattr(sinks, "write_atomic", full)
     reporter = _Outcomes()
     files = discover([str(path) for path in paths], tmp_path / "out").files
     summary = transcribe_files(files, engine, TranscribeOptions(batch_size=1, workers=0), reporter)
@@ -123,8 +125,10 @@ def test_a_file_that_changes_while_it_is_read_is_not_recorded(engine, speech, tm
 
     class Copying:  # the copy goes on while dw decodes
         def __init__(self, real):
-            self.real, self.model_id, self.n_mels, self.plan, self.device = (
-                real, real.model_id, real.n_mels, real.plan, real.device)
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
 
         def transcribe(self, *args, **kwargs):
             with open(path, "ab") as stream:
@@ -142,9 +146,11 @@ def test_a_file_that_changes_while_it_is_read_is_not_recorded(engine, speech, tm
     assert not record_path(media).exists() and not media.output_path("txt").exists()
 
 
-def test_a_killed_decoding_process_fails_its_file_only(speech, dw_env, tmp_path):
-    """The OOM killer takes the decoding worker: the file it held fails with one line, a new
-    worker reads the rest, every other output is complete."""
+@pytest.mark.slow
+def test_a_decoding_process_killed_once_loses_nothing(speech, dw_env, tmp_path):
+    """The OOM killer takes the decoding worker mid-file: the files it may have been reading
+    are read again, each in a process of its own, and every output is complete (a file that
+    kills its process every time fails alone: tests/test_pipeline.py)."""
     import numpy as np
 
     from dwcli.audio import load_audio
@@ -166,11 +172,10 @@ def test_a_killed_decoding_process_fails_its_file_only(speech, dw_env, tmp_path)
     for child in psutil.Process(process.pid).children(recursive=True):
         child.kill()
     _, stderr = process.communicate(timeout=WAIT_S)
-    errors = [line for line in stderr.decode().splitlines() if line.startswith("Error:")]
-    assert process.returncode == 1, stderr.decode()
-    assert errors == [f"Error: {folder / '0-long.flac'}: the decoding process died (killed by signal: Killed)"]
-    for clip in clips:
-        assert (tmp_path / "out" / f"{clip.stem}.txt").read_text().strip()
+    assert process.returncode == 0, stderr.decode()
+    assert not [line for line in stderr.decode().splitlines() if line.startswith("Error:")]
+    for path in [folder / "0-long.flac", *clips]:
+        assert (tmp_path / "out" / f"{path.stem}.txt").read_text().strip()
 
 
 # -- through the command line, one batch ----------------------------------------------------
@@ -178,18 +183,6 @@ def _exact_usage_error(dw_env, args, error):
     result = subprocess.run(["dw", "transcribe", *args], env=dw_env, capture_output=True, timeout=WAIT_S,
                             stdin=subprocess.DEVNULL)
     assert (result.returncode, result.stderr.decode()) == (2, f"Error: {error}\n")
-
-
-@pytest.mark.parametrize("args, error", [
-    (["x.wav", "--max-cps", "nan"], "--max-cps must be a positive number, got nan"),
-    (["x.wav", "--max-cue-duration", "inf"], "--max-cue-duration must be a positive number, got inf"),
-    (["x.wav", "--batch-size", "-3"], "--batch-size -3: expected 0 or more (0: auto)"),
-    (["x.wav", "--batch-size", "100000"], "--batch-size 100000: at most 256"),
-    (["x.wav", "--workers", "-5"], "--workers -5: expected -1 or more (-1: auto, 0: none)"),
-    (["x.wav", "-o", ""], "--output-dir: give a folder (an empty name would mean the current one)"),
-])
-def test_bad_values_are_one_exact_line(dw_env, args, error):
-    _exact_usage_error(dw_env, args, error)
 
 
 def test_a_closed_standard_input_is_one_line(dw_env):

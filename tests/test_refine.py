@@ -7,7 +7,7 @@ import pytest
 
 from dwcli import refine
 from dwcli.audio import SAMPLE_RATE
-from dwcli.chunking import Span, Window
+from dwcli.sources import Span, Window
 from dwcli.segments import Segment, Word
 from dwcli.vad import Region
 

@@ -14,10 +14,10 @@ import pytest
 
 from dwcli.decoding import DecodingOptions
 from dwcli.discover import MediaFile
-from dwcli.pipeline import TranscribeOptions
+from dwcli.options import TranscribeOptions
 from dwcli.resume import Recipe, Record, Resume, read_record, record_path
-from dwcli.subtitles import SubtitleOptions
-from dwcli.writers import WriterOptions
+from dwcli.options import SubtitleOptions
+from dwcli.options import WriterOptions
 
 FORMATS = ["srt", "txt"]
 

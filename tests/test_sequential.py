@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from dwcli.audio import SAMPLE_RATE
-from dwcli.chunking import Span, Window
+from dwcli.sources import Span, Window
 from dwcli.decoding import DecodingOptions
 from dwcli.decoding.rules import WhisperRules
 from dwcli.decoding.options import SpecialTokens
-from dwcli.sequential import _advance
+from dwcli.sequential import advance
 from dwcli.vad import Region
 from nonspeech import joined_speech, write_flac
 
@@ -26,7 +26,7 @@ INSERTIONS_BOUND = 3 + 2
 @pytest.fixture(scope="module")
 def transcribed(tmp_path_factory, engine):
     from dwcli.evaluate import Reference, evaluate
-    from dwcli.pipeline import TranscribeOptions
+    from dwcli.options import TranscribeOptions
 
     recording = joined_speech()
     path = write_flac(tmp_path_factory.mktemp("sequential") / "joined.flac", recording.samples)
@@ -54,7 +54,8 @@ def test_a_window_that_cuts_into_speech_may_end_after_its_last_complete_segment(
     assert in_pause.speech_end_s == pytest.approx(29.0)
 
     special = SpecialTokens(end_of_text=50256, start_of_transcript=50257, no_timestamps=50362, no_speech=50361,
-                            transcribe=None, translate=None, languages={}, start_of_previous=50360)
+                            transcribe=None, translate=None, languages={}, start_of_previous=50360,
+                            timestamp_begin=50363)
     rules = WhisperRules(special, [], [], 51864, "cpu")
     begin = special.timestamp_begin
     generated = torch.tensor([[begin, 400, begin + 1000, begin + 1000]])  # "<|0.00|> text <|20.00|><|20.00|>"
@@ -67,6 +68,6 @@ def test_a_window_that_cuts_into_speech_may_end_after_its_last_complete_segment(
     tokens = [begin, 400, begin + 1000, begin + 1000, 401]  # a segment, then one the window cuts off
     from dwcli.segments import Segment
 
-    kept, kept_tokens, step = _advance(cut, tokens, [Segment(0.0, 20.0, "a"), Segment(20.0, 30.0, "b")], begin)
+    kept, kept_tokens, step = advance(cut, tokens, [Segment(0.0, 20.0, "a"), Segment(20.0, 30.0, "b")], begin)
     assert [segment.text for segment in kept] == ["a"] and kept_tokens == tokens[:3]
     assert step == 20 * SAMPLE_RATE

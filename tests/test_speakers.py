@@ -9,7 +9,9 @@ import pytest
 from dwcli.audio import load_audio
 from dwcli.errors import UsageError
 from dwcli.segments import Segment, Transcript, Word
-from dwcli.speakers import SpeakerOptions, check_options, label_speakers
+from dwcli.errors import InvalidOption
+from dwcli.options import SpeakerOptions
+from dwcli.speakers.stage import check_run, label_speakers
 from dwcli.speakers.assign import Turn, apply_turns, turns_of
 from dwcli.speakers.cluster import SpeakerCount, cluster
 from dwcli.speakers.embed import SpeechEmbedder, sub_windows
@@ -168,10 +170,13 @@ def test_no_speech_means_no_speakers_and_one_voice_one_label():
 
 
 def test_option_checks():
-    assert check_options(False, None, None, None, True) is None
-    assert check_options(True, 2, None, None, True) == SpeakerOptions(2, None, None)
-    with pytest.raises(UsageError, match=r"^--max-speakers 0: expected 1 or more$"):
-        check_options(True, None, None, 0, True)
+    check_run(None, vad=False, task="translate")  # no labels asked for: nothing to check
+    check_run(SpeakerOptions(2), vad=True)
+    with pytest.raises(InvalidOption) as error:
+        SpeakerOptions(max_speakers=0)
+    assert (error.value.field, error.value.reason) == ("max_speakers", "expected 1 or more")
+    with pytest.raises(UsageError, match=r"^--speakers needs speech detection: drop --no-vad$"):
+        check_run(SpeakerOptions(), vad=False)
 
 
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch, jfk):

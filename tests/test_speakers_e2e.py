@@ -145,7 +145,7 @@ def test_eval_scores_speakers_from_rttm_references(conversation, dw_env):
 
 
 def test_eval_table_shows_speaker_scores():
-    from dwcli.cli import _score_table
+    from dwcli.cli.evaluation import _score_table
 
     result = {"model": "m", "files": 1, "words": 10, "wer": 1.0, "substitutions": 0, "insertions": 0, "deletions": 0,
               "insertion_rate": 0.0, "repeated_5grams": 0, "cer": 0.0, "audio_s": 1.0, "wall_s": 1.0,
@@ -159,10 +159,11 @@ def test_the_model_loads_once_per_run(speech, jfk, offline_model, tmp_path):
     """Two files in one run (decoded in this process): one load of CAM++."""
     from dwcli.discover import discover
     from dwcli.engine import Engine
-    from dwcli.pipeline import Reporter, TranscribeOptions, transcribe_files
-    from dwcli.precision import describe, plan_precision
     from dwcli.decoding import DecodingOptions
-    from dwcli.speakers import SpeakerOptions
+    from dwcli.events import Reporter
+    from dwcli.options import SpeakerOptions, TranscribeOptions
+    from dwcli.pipeline import transcribe_files
+    from dwcli.precision import describe, plan_precision
     from dwcli.speakers.weights import load_campplus
 
     load_campplus.cache_clear()

@@ -200,7 +200,7 @@ def test_forward_of_several_tokens_after_cached_ones(engine, encoded):
 def test_engine_with_an_assistant(offline_model, one_layer_assistant, samples):
     """Once the engine takes ``assistant=``: what it transcribes (segments, words) is what its
     model alone transcribes."""
-    from dwcli.chunking import Window
+    from dwcli.sources import Window
     from dwcli.engine import Engine
 
     engine = Engine.load(offline_model, "cpu", dtype="float32", quantize="int8", assistant=one_layer_assistant)

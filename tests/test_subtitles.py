@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dwcli.segments import Segment, Word
-from dwcli.subtitles import MIN_CUE_MS, Cue, SubtitleOptions, has_word_times, shape_cues
+from dwcli.options import SubtitleOptions
+from dwcli.subtitles import MIN_CUE_MS, Cue, has_word_times, shape_cues
 
 
 def timed(*spec: tuple[str, float, float]) -> list[Word]:

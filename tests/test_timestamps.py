@@ -18,7 +18,9 @@ from conversations import trim_to_speech, write_flac
 from dwcli.audio import SAMPLE_RATE, load_audio
 from dwcli.decoding import DecodingOptions
 from dwcli.discover import discover
-from dwcli.pipeline import Reporter, TranscribeOptions, transcribe_files
+from dwcli.events import Reporter
+from dwcli.options import TranscribeOptions
+from dwcli.pipeline import transcribe_files
 
 MEDIAN_BOUND_S = 0.5
 P90_BOUND_S = 1.0

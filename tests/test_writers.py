@@ -21,9 +21,10 @@ import pytest
 
 from dwcli.errors import UsageError
 from dwcli.segments import Segment, Transcript, Word
-from dwcli.subtitles import SubtitleOptions, shape_cues
+from dwcli.options import SubtitleOptions, WriterOptions
 from dwcli.speakers.assign import Turn, apply_turns
-from dwcli.writers import SPEAKER_FORMATS, WRITERS, WriterOptions, parse_formats, render
+from dwcli.subtitles import shape_cues
+from dwcli.writers import SPEAKER_FORMATS, WRITERS, parse_formats, render
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 SUBTITLE_FORMATS = ("srt", "vtt")

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ..errors import ModelLoadError
 from ..precision import quantize_linears
 from .greedy import GreedySearch
+from .. import network
 from .options import DecodedWindow, DecodingOptions, SpecialTokens, WindowContext
 from .runtime import DecoderRuntime
 
@@ -119,8 +120,6 @@ def load_assistant(resolved, teacher_model, device: str, dtype):
     ``dtype`` (a torch dtype).  When its encoder equals the teacher's, the assistant is
     given the teacher's encoder module (call this before quantizing the teacher), so the
     audio is encoded once.  Raises ModelLoadError when the two do not share a vocabulary."""
-    from .. import network
-
     try:
         model = network.load(resolved.path, dtype, device)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:

@@ -16,31 +16,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .augment import DEFAULT_AUGMENTATIONS
-from .train import WORK, TrainOptions, TrainReporter, train
+from ..engine import Engine
+from ..options import DECODER_LAYERS, LabelOptions, TrainOptions, VadOptions
+from .label import label
+from .student import init_student
+from .train import WORK, TrainReporter, train
 
 
-def run_recipe(teacher, train_references, out: Path, evaluation=None, decoder_layers: int = 2,
-               augmentations=DEFAULT_AUGMENTATIONS, wer_threshold: float = 10.0, options: TrainOptions = TrainOptions(),
-               device: str = "cpu", reporter: TrainReporter | None = None):
+def run_recipe(teacher, train_references, out: Path, evaluation=None, decoder_layers: int = DECODER_LAYERS,
+               labelling: LabelOptions = LabelOptions(), options: TrainOptions = TrainOptions(),
+               device: str = "cpu", reporter: TrainReporter | None = None, vad: VadOptions = VadOptions(),
+               batch_size: int = 0):
     """init, label and train: ``teacher`` a ``ResolvedModel``; returns (label report, train result)."""
-    from ..engine import Engine
-    from .label import label
-    from .student import init_student
-
     reporter = reporter or TrainReporter()
-    options.check()
     work = out / WORK
     student_dir = work / "student-init"
     if not (student_dir / "config.json").is_file():
         init_student(teacher.path, student_dir, decoder_layers)
     engine = Engine.load(teacher, device)
-    report = label(train_references, engine, work / "labels", augmentations, wer_threshold,
-                   progress=reporter.labelled)
+    report = label(train_references, engine, work / "labels", labelling, batch_size, vad, progress=reporter.labelled)
     reporter.note(f"labels: {report.kept_windows} of {report.windows} windows kept, "
-                  f"{report.dropped_recordings} recording(s) above {wer_threshold:g}% WER dropped")
+                  f"{report.dropped_recordings} recording(s) above {labelling.wer_threshold:g}% WER dropped")
     result = train(teacher.path, student_dir, work / "labels", out, options, evaluation, reporter)
     return report, result
 
 
-__all__ = ["DEFAULT_AUGMENTATIONS", "TrainOptions", "TrainReporter", "run_recipe", "train"]
+__all__ = ["LabelOptions", "TrainOptions", "TrainReporter", "run_recipe", "train"]

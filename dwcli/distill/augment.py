@@ -13,7 +13,6 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 
-DEFAULT_AUGMENTATIONS = ("clean", "speed0.9", "speed1.1", "noise15", "reverb0.4")
 
 
 def _rng(name: str, spec: str) -> np.random.Generator:

@@ -25,7 +25,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..atomic import write_atomic
+from ..audio import SAMPLE_RATE, load_audio
+from ..batcher import Batcher
+from ..chunking import ChunkedReader, ChunkedSource
+from ..decoding import DecodingOptions
+from ..devices import default_batch_size
+from ..discover import display_name
+from ..errors import MediaError, UsageError
+from ..evaluate import score
+from ..options import LabelOptions, VadOptions
+from ..sources import Reading, SourceSettings
 from .augment import augment, parse
 
 LABELS = "labels.jsonl"
@@ -73,8 +83,6 @@ def read_labels(folder: Path) -> list[dict]:
 def _repair(folder: Path) -> None:
     """Rewrite the labels file with only whole recordings' lines when a kill left more in it,
     so that what is appended next starts on a line of its own and is read back."""
-    from ..atomic import write_atomic
-
     path = folder / LABELS
     if not path.is_file():
         return
@@ -84,32 +92,48 @@ def _repair(folder: Path) -> None:
         write_atomic(path, "".join(json.dumps(line) + "\n" for line in whole))
 
 
-def label(references, teacher, out: Path, augmentations=("clean",), wer_threshold: float = 10.0,
-          batch_size: int = 8, progress=None) -> LabelReport:
-    """Label ``references`` (``evaluate.Reference``s) with ``teacher`` (an ``Engine``)."""
+def _windows(teacher, audio, vad: VadOptions, batch_size: int, name: str) -> list:
+    """The teacher's decoded windows of one recording in memory, in order, each job keeping
+    its encoder states: the same chunked window source and batcher as ``dw transcribe``
+    (speech detection, a window's rest decoded again, out-of-memory halving)."""
+    source = ChunkedSource(0, SourceSettings((), teacher.special.timestamp_begin, False, False))
+    for item in ChunkedReader(Reading("chunked", teacher.n_mels, vad)).items(0, [audio]):
+        source.take(item)
+    source.end()
+    batcher = Batcher(teacher, DecodingOptions(timestamps=True), batch_size, lambda _: name, lambda _: None,
+                      keep_encoded=True)
+    batcher.add(source.ready())
+    decoded = []
+    while len(batcher):
+        results, failures = batcher.run()
+        if failures:
+            raise UsageError(f"training data: {failures[0].message}")
+        for job, result in results:
+            source.decoded(job, result)
+            decoded.append((job, result))
+        batcher.add(source.ready(), front=True)
+    return decoded
+
+
+def label(references, teacher, out: Path, options: LabelOptions = LabelOptions(), batch_size: int = 0,
+          vad: VadOptions = VadOptions(), progress=None) -> LabelReport:
+    """Label ``references`` (``evaluate.Reference``s) with ``teacher`` (an ``Engine``);
+    ``batch_size`` 0: the teacher's device's default."""
     import torch
     from safetensors.torch import save_file
 
-    from ..audio import SAMPLE_RATE, load_audio
-    from ..chunking import Chunker
-    from ..decoding import DecodingOptions
-    from ..errors import MediaError
-    from ..evaluate import score
-    from ..features import log_mel_batch
-    from ..vad import VadOptions
-
-    for spec in augmentations:
+    for spec in options.augmentations:
         try:
             parse(spec)
         except ValueError as error:
             raise UsageError(f"--augment {error}") from None
     if not references:
         raise UsageError("no training recordings")
+    batch_size = batch_size or default_batch_size(teacher.device)
     out.mkdir(parents=True, exist_ok=True)
     (out / STATES).mkdir(exist_ok=True)
     _repair(out)
     done = {line["recording"] for line in read_labels(out)}
-    options = DecodingOptions(timestamps=True)
     audio_total = 0.0
     with open(out / LABELS, "a", encoding="utf-8") as labels:
         for reference in references:
@@ -117,26 +141,21 @@ def label(references, teacher, out: Path, augmentations=("clean",), wer_threshol
                 samples = load_audio(reference.audio)
             except MediaError as error:
                 raise UsageError(f"training data: {error}") from None
-            for spec in augmentations:
+            for spec in options.augmentations:
                 recording = _key(str(reference.audio), spec)
                 if recording in done:
                     continue
                 audio = augment(samples, spec, str(reference.audio))
-                windows = list(Chunker(VadOptions()).windows([audio]))
-                tokens: list[list[int]] = []
                 with torch.inference_mode():
-                    for start in range(0, len(windows), batch_size):
-                        batch = windows[start : start + batch_size]
-                        features = log_mel_batch([window.samples for window in batch], teacher.n_mels)
-                        encoded = teacher.encode(features)
-                        results = teacher.transcribe(features, batch, options, encoded=encoded)
-                        for index, result in enumerate(results):
-                            tokens.append(result.tokens)
-                            save_file({"states": encoded[index].to(torch.float16).contiguous()},
-                                      str(out / STATES / f"{recording}-{start + index}.safetensors"))
+                    decoded = _windows(teacher, audio, vad, batch_size, display_name(str(reference.audio)))
+                tokens = []
+                for index, (job, result) in enumerate(decoded):
+                    tokens.append(result.tokens)
+                    save_file({"states": job.encoded.to(torch.float16).contiguous()},
+                              str(out / STATES / f"{recording}-{index}.safetensors"))
                 text = " ".join(teacher.decode_text(row).strip() for row in tokens)
                 wer = score(reference.text, text, reference.language).wer if reference.text.strip() else 0.0
-                kept = wer <= wer_threshold
+                kept = wer <= options.wer_threshold
                 lines = [json.dumps({"id": f"{recording}-{index}", "recording": recording,
                                      "source": str(reference.audio), "augmentation": spec, "window": index,
                                      "windows": len(tokens), "tokens": row, "recording_wer": round(wer, 2),

