@@ -24,12 +24,19 @@ from .sources import FileBegin, FileEnd, FileFailed, Reading
 
 
 def decoding_notes(report: DecodeReport) -> dict | None:
-    """What the outputs say of a file that decoded with damage (None: it decoded whole)."""
+    """What the outputs say of how a file decoded (None: one plain audio stream, whole, from
+    the container's start)."""
     notes = {}
     if report.skipped_packets:
         notes["damaged_packets_skipped"] = report.skipped_packets
+    if report.non_finite_samples:
+        notes["non_finite_samples_replaced"] = report.non_finite_samples
     if report.short:
         notes.update(partial=True, decoded_s=round(report.decoded_s, 3), declared_s=round(report.declared_s, 3))
+    if report.audio_tracks > 1:
+        notes.update(audio_track=report.audio_track, audio_tracks=report.audio_tracks)
+    if report.start_s:
+        notes["audio_start_s"] = round(report.start_s, 3)
     return notes or None
 
 
@@ -40,14 +47,15 @@ def file_items(file_index: int, media: MediaFile, reading: Reading) -> Iterator:
     report = DecodeReport()
     stamp = source_stamp(media)  # before a byte is read: a file still being copied in shows later
     try:
-        yield from reader.items(file_index, decode_blocks(media.source, report, reading.allow_partial))
+        yield from reader.items(file_index, decode_blocks(media.source, report, reading.allow_partial,
+                                                          reading.audio_track))
     except DwError as error:
         yield FileFailed(file_index, str(error))
         return
     except Exception as error:  # an unexpected failure still fails only this file
         yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
-    yield FileEnd(file_index, reader.samples_read / SAMPLE_RATE, stamp, decoding_notes(report))
+    yield FileEnd(file_index, reader.samples_read / SAMPLE_RATE, stamp, decoding_notes(report), report.placement)
 
 
 def interleaved(streams: Iterator[Iterator], width: int) -> Iterator:
