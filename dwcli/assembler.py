@@ -97,18 +97,19 @@ class FileAssembler:
                                   "transcribe it again once it is complete")
             return
         if end.decoding:
-            self._say_damage(state.media, end.decoding)
+            self._say_decoding(state.media, end.decoding)
         self.reporter.advance(max(0.0, end.duration_s - state.progress_s))  # its non-speech, and what is left
+        duration_s = end.placement.duration_s(end.duration_s)  # on the container's timeline, a player's
         transcript = Transcript(
             source=state.media.source,
-            duration_s=end.duration_s,
+            duration_s=duration_s,
             language=state.languages.most_common(1)[0][0] if state.languages else None,
             model_id=self.model_id,
-            segments=timeline(state.segments, end.duration_s),
+            segments=timeline(state.segments, duration_s, end.placement.start_s),
             options=self.result_options,
             decoding=end.decoding or {},
         )
-        transcript = label_speakers(transcript, end.speech, self.speakers)
+        transcript = label_speakers(transcript, end.speech, self.speakers, end.placement.start_s)
         try:
             outputs = self.sink.deliver(state.media, transcript, end.source_stamp)
         except OSError as error:
@@ -123,7 +124,13 @@ class FileAssembler:
         self.summary.audio_s += transcript.duration_s
         self.reporter.file_done(FileOutcome(state.media, "ok", duration_s=transcript.duration_s, outputs=outputs))
 
-    def _say_damage(self, media: MediaFile, decoding: dict) -> None:
+    def _say_decoding(self, media: MediaFile, decoding: dict) -> None:
+        if decoding.get("audio_tracks"):
+            self.reporter.note(f"{media.label}: transcribed audio track {decoding['audio_track']} of its "
+                               f"{decoding['audio_tracks']} (counted from 0; --audio-track N picks another)")
+        if decoding.get("non_finite_samples_replaced"):
+            self.reporter.note(f"{media.label}: {decoding['non_finite_samples_replaced']} sample(s) that were not "
+                               "numbers (NaN) or infinite replaced by silence or full scale")
         if decoding.get("partial"):
             self.reporter.note(f"{media.label}: transcribed {decoding['decoded_s']:.1f} s of the "
                                f"{decoding['declared_s']:.1f} s its container declares (marked partial in JSON)")

@@ -10,6 +10,7 @@ network still transcribes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -78,11 +79,23 @@ def _converted_path(source: Path) -> Path:
 def convert_cached(source: Path) -> Path:
     """The transformers version of a CTranslate2 checkpoint, converting it on first use."""
     target = _converted_path(source)
-    if not (target / "config.json").is_file():
-        try:
-            convert_ct2_checkpoint(source, target)
-        except ConversionError as error:
-            raise ModelLoadError(f"cannot convert {source}: {error}") from None
+    if (target / "config.json").is_file():
+        return target
+    try:
+        # Before the conversion's seconds of work: a cache that cannot be written fails now.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target.parent))
+        convert_ct2_checkpoint(source, target)
+    except ConversionError as error:
+        raise ModelLoadError(f"cannot convert {source}: {error}") from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if error.filename is not None and not str(error.filename).startswith(str(cache_dir())):
+            raise ModelLoadError(f"cannot convert {source}: {reason}") from None
+        # DW_CACHE_DIR (or HOME) a file, read-only, full.
+        raise ModelLoadError(f"cannot write the converted model into dw's cache {cache_dir()} ({reason}); "
+                             "set DW_CACHE_DIR to a folder dw can write to") from None
     return target
 
 

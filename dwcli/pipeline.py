@@ -35,7 +35,8 @@ _BUFFERED_WINDOWS_PER_SLOT = 4
 def reading_for(options: TranscribeOptions, n_mels: int) -> Reading:
     """What the decoding workers need for a run with ``options`` (resolved for its device)."""
     in_flight = options.batch_size if options.long_form == "sequential" else max(1, options.workers)
-    return Reading(options.long_form, n_mels, options.vad, options.allow_partial, in_flight, options.speakers)
+    return Reading(options.long_form, n_mels, options.vad, options.allow_partial, in_flight, options.audio_track,
+                   options.speakers)
 
 
 def result_options(engine, options: TranscribeOptions) -> dict:

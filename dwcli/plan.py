@@ -20,7 +20,7 @@ from pathlib import Path
 from .decoding.alignment import alignment_heads_problem
 from .decoding.options import SpecialTokens
 from .devices import parse_devices, pick_device
-from .discover import Discovery, MediaFile, discover, read_path_list
+from .discover import Discovery, MediaFile, discover, output_dir_problem, read_path_list
 from .engine import Engine
 from .errors import UsageError
 from .events import FileOutcome, RunSummary
@@ -163,13 +163,23 @@ def _split_inputs(inputs: Inputs, found: Discovery, to_stdout: bool) -> tuple[li
     return files, settled
 
 
+def _workers_capped(asked: int, workers: int, files: int) -> list[str]:
+    """The note that --workers was capped at the cores, where the user asked for more and
+    there are files enough to have used them."""
+    if asked > workers and files > workers:
+        return [f"--workers {asked}: {workers} decoding process(es), one per CPU core this process may use"]
+    return []
+
+
 def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, stdin=None) -> RunPlan:
     """Check everything and decide everything a run needs; raises UsageError and
     ModelLoadError."""
     check_requests(choice.dtype, choice.quantize, choice.attention, choice.runtime)
     check_assistant(choice.assistant, options.decoding)
+    if inputs.output_dir is not None and (problem := output_dir_problem(inputs.output_dir)):
+        raise UsageError(f"--output-dir {inputs.output_dir}: {problem}")
     arguments = gather_arguments(inputs, stdin)
-    found = discover(arguments, inputs.output_dir)
+    found = discover(arguments, inputs.output_dir, () if inputs.collect else options.formats)
     to_stdout = _to_stdout(inputs, arguments, found, options.formats)
     rank = launched_rank()
     if rank is not None:
@@ -198,6 +208,7 @@ def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, s
             recipe = Recipe.of(plan.model.model_id, resolved, **precision.recipe())
             resolved = replace(resolved, resume=Resume(recipe, inputs.skip_existing))
         plan.devices.append(DeviceRun(precision, resolved))
+    plan.notes += _workers_capped(options.workers, plan.devices[0].options.workers, len(files))
     if inputs.skip_existing and not to_stdout and not inputs.collect:
         done = [media for media in files
                 if any(run.options.resume.is_done(media, options.formats) for run in plan.devices)]

@@ -123,8 +123,13 @@ def drop_repeats(segments: Iterable[Segment]) -> list[Segment]:
     return kept
 
 
-def timeline(segments: Iterable[Segment], duration_s: float) -> list[Segment]:
-    """Order a file's segments by time and make the timeline monotonic inside [0, duration]."""
+def timeline(segments: Iterable[Segment], duration_s: float, start_s: float = 0.0) -> list[Segment]:
+    """Order a file's segments by time and make the timeline monotonic inside [0, duration].
+
+    ``start_s`` moves them from the decoded audio's clock to the container's, where the audio
+    starts that late (``audio.Placement``), words included."""
+    if start_s:
+        segments = [segment.shifted(start_s) for segment in segments]
     ordered = sorted(segments, key=lambda segment: (segment.start, segment.end))
     result: list[Segment] = []
     for segment in drop_repeats(ordered):

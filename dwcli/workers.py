@@ -25,12 +25,19 @@ from .speakers.stage import embedder
 
 
 def decoding_notes(report: DecodeReport) -> dict | None:
-    """What the outputs say of a file that decoded with damage (None: it decoded whole)."""
+    """What the outputs say of how a file decoded (None: one plain audio stream, whole, from
+    the container's start)."""
     notes = {}
     if report.skipped_packets:
         notes["damaged_packets_skipped"] = report.skipped_packets
+    if report.non_finite_samples:
+        notes["non_finite_samples_replaced"] = report.non_finite_samples
     if report.short:
         notes.update(partial=True, decoded_s=round(report.decoded_s, 3), declared_s=round(report.declared_s, 3))
+    if report.audio_tracks > 1:
+        notes.update(audio_track=report.audio_track, audio_tracks=report.audio_tracks)
+    if report.start_s:
+        notes["audio_start_s"] = round(report.start_s, 3)
     return notes or None
 
 
@@ -42,7 +49,8 @@ def file_items(file_index: int, media: MediaFile, reading: Reading) -> Iterator:
     report = DecodeReport()
     stamp = source_stamp(media)  # before a byte is read: a file still being copied in shows later
     try:
-        for item in reader.items(file_index, decode_blocks(media.source, report, reading.allow_partial)):
+        for item in reader.items(file_index, decode_blocks(media.source, report, reading.allow_partial,
+                                                           reading.audio_track)):
             yield item
             if voices is not None:  # after the item is on its way to the model
                 _embed(voices, item)
@@ -52,7 +60,7 @@ def file_items(file_index: int, media: MediaFile, reading: Reading) -> Iterator:
     except Exception as error:  # an unexpected failure still fails only this file
         yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
-    yield FileEnd(file_index, reader.samples_read / SAMPLE_RATE, stamp, decoding_notes(report),
+    yield FileEnd(file_index, reader.samples_read / SAMPLE_RATE, stamp, decoding_notes(report), report.placement,
                   voices.result() if voices is not None else None)
 
 

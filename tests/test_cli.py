@@ -70,6 +70,8 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         (["x.wav", "--batch-size", "100000"], {}, "--batch-size 100000: expected 0 (auto) to 256"),
         (["x.wav", "--workers", "-5"], {}, "--workers -5: expected -1 (auto), 0 (none) or more"),
         (["x.wav", "-o", ""], {}, "--output-dir: give a folder (an empty name would mean the current one)"),
+        (["x.wav", "--audio-track", "-1"], {}, "--audio-track -1: expected 0 or more (0 is the first audio track)"),
+        (["x.wav"], {"DW_AUDIO_TRACK": "-2"}, "--audio-track -2: expected 0 or more (0 is the first audio track)"),
         (["x.wav", "--temperature", "0.4,0.2"], {}, "--temperature 0.4,0.2: expected rising non-negative numbers, e.g. 0,0.2,0.4"),
         (["x.wav", "--vad-threshold", "1.5"], {}, "--vad-threshold 1.5: expected a probability between 0 and 1"),
         (["x.wav", "--long-form", "sideways"], {}, "--long-form sideways: expected chunked or sequential"),

@@ -135,6 +135,10 @@ def run(body, messages) -> None:
     ``groups.Messages``."""
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # stdout carries results only: stray prints from libraries go to stderr
+    if messages.log_json:
+        from ..progress import warnings_as_events
+
+        warnings_as_events()
     _terminate_on_sigterm()
     try:
         status = body(real_stdout)

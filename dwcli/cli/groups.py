@@ -283,8 +283,15 @@ def _decoding(language, task, long_form, condition_on_previous_text, initial_pro
 _DECODING_FLAGS = (LANGUAGE, TASK, LONG_FORM, CONDITION, PROMPT, BEAM, TEMPERATURE, COMPRESSION, LOGPROB, NO_SPEECH)
 DECODING_GROUP = Group("decoding", _DECODING_FLAGS, _decoding)
 DECODING_WITH_WORDS_GROUP = Group("decoding", (*_DECODING_FLAGS[:5], WORDS, *_DECODING_FLAGS[5:]), _decoding)
-RUN_GROUP = Group("run_options", (BATCH_SIZE, WORKERS), lambda batch_size, workers: TranscribeOptions(
-    batch_size=batch_size, workers=workers))
+AUDIO_TRACK = _flag(
+    "audio_track", Optional[int], TranscribeOptions.audio_track, "--audio-track", envvar="DW_AUDIO_TRACK",
+    rich_help_panel=INPUTS, metavar="N",
+    help="Which audio track of each file to transcribe, counted from 0 as in ffmpeg's -map 0:a:N (default: the one "
+         "a player starts with, the first marked default, else the first; a note names it when a file has several). "
+         "A file without track N fails, saying how many it has.")
+RUN_GROUP = Group("run_options", (BATCH_SIZE, WORKERS, AUDIO_TRACK),
+                  lambda batch_size, workers, audio_track: TranscribeOptions(batch_size=batch_size, workers=workers,
+                                                                             audio_track=audio_track))
 BATCH_GROUP = Group("run_options", (BATCH_SIZE,), lambda batch_size: TranscribeOptions(batch_size=batch_size))
 
 

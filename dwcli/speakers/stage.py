@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from ..options import SpeakerOptions
-from .assign import apply_turns, turns_of
+from .assign import Turn, apply_turns, turns_of
 from .cluster import DEFAULT_MAX_SPEAKERS, SpeakerCount, cluster
 from .embed import SpeechEmbedder
 from .weights import require_extra
@@ -32,10 +32,11 @@ def embedder(options: SpeakerOptions | None):
     return SpeechEmbedder()
 
 
-def label_speakers(transcript, speech, options: SpeakerOptions | None):
+def label_speakers(transcript, speech, options: SpeakerOptions | None, offset_s: float = 0.0):
     """``transcript`` with speakers on its segments and words (segments cut where the
     speaker changes), its speakers and turns; unchanged without ``--speakers``.  A file with
-    no speech has no speakers."""
+    no speech has no speakers.  ``offset_s``: where the audio starts on the transcript's
+    (the container's) timeline; the speech was measured from the audio's first sample."""
     if options is None:
         return transcript
     if speech is None or len(speech.embeddings) == 0:
@@ -44,7 +45,8 @@ def label_speakers(transcript, speech, options: SpeakerOptions | None):
         count = SpeakerCount(options.num_speakers, options.min_speakers or 1,
                              options.max_speakers or max(DEFAULT_MAX_SPEAKERS, options.min_speakers or 1))
         labels = cluster(speech.embeddings, count)
-        turns = turns_of(speech.regions, speech.starts, speech.ends, labels)
+        turns = [Turn(turn.start + offset_s, turn.end + offset_s, turn.speaker)
+                 for turn in turns_of(speech.regions, speech.starts, speech.ends, labels)]
     return apply_turns(transcript, turns)
 
 
