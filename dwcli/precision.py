@@ -28,6 +28,7 @@ class Accelerator:
 
     device: str  # "cpu", "cuda:0", "mps"
     cpu_bfloat16: bool = False  # the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX)
+    cpu_avx512: bool = False  # the CPU has AVX-512 (PyTorch's float32 kernels are then as fast as ONNX Runtime's)
     cuda_capability: tuple[int, int] | None = None  # (major, minor) of this very GPU
     flash_attn: bool = False  # the flash-attn package imports
 
@@ -51,6 +52,32 @@ def _flash_attn_imports() -> bool:
 _NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names of the instructions
 
 
+def _cpu_flags(cpuinfo: str | None) -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (``cpuinfo``: its text, for tests); None
+    where there is no such file."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
+                cpuinfo = stream.read()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return flags
+
+
+def cpu_has_avx512(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has AVX-512 (avx512f)."""
+    flags = _cpu_flags(cpuinfo)
+    if flags is not None:
+        return "avx512f" in flags
+    import torch
+
+    return bool(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")().startswith("AVX512"))
+
+
 def cpu_multiplies_bfloat16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX; Arm's BF16).
 
@@ -58,17 +85,8 @@ def cpu_multiplies_bfloat16(cpuinfo: str | None = None) -> bool:
     oneDNN emulates bfloat16, and emulated it is slower than float32 (measured on an
     AVX-512 Xeon without AVX512-BF16: the tiny.en encoder 2.3x slower under bfloat16
     autocast).  ``cpuinfo``: /proc/cpuinfo's text (tests); elsewhere torch's CPU probes."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
-                cpuinfo = stream.read()
-        except OSError:
-            cpuinfo = None
-    if cpuinfo is not None:
-        flags = set()
-        for line in cpuinfo.splitlines():
-            if line.startswith(("flags", "Features")):
-                flags.update(line.split(":", 1)[-1].split())
+    flags = _cpu_flags(cpuinfo)
+    if flags is not None:
         return any(flag in flags for flag in _NATIVE_BFLOAT16_FLAGS) or "bf16" in flags
     import torch
 
@@ -81,7 +99,7 @@ def describe(device: str) -> Accelerator:
     import torch
 
     if device == "cpu":
-        return Accelerator("cpu", cpu_bfloat16=cpu_multiplies_bfloat16())
+        return Accelerator("cpu", cpu_bfloat16=cpu_multiplies_bfloat16(), cpu_avx512=cpu_has_avx512())
     if device.startswith("cuda"):
         index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
         return Accelerator(f"cuda:{index}", cuda_capability=tuple(torch.cuda.get_device_capability(index)),
@@ -150,8 +168,10 @@ def plan_precision(accelerator: Accelerator, dtype: str = "auto", quantize: str 
     the dtype is 16-bit, else PyTorch's SDPA.  With an ``assistant``, the decoder stays
     float32, so that checking several drafted tokens at once gives exactly the tokens the
     model alone would emit.  ``runtime``: the CPU encoder in float32 runs through ONNX Runtime
-    (``auto``, ``onnxruntime``; see onnx_encoder.py) or PyTorch (``torch``); every other
-    encoder (autocast, int8, any GPU) runs in PyTorch.
+    (``onnxruntime``; see onnx_encoder.py) or PyTorch (``torch``); ``auto`` picks ONNX Runtime
+    where the CPU lacks AVX-512 (measured: PyTorch's AVX2 kernels 1.33-1.49x slower than ONNX
+    Runtime's for tiny.en's encoder) and PyTorch where it has it (level, 0.9-1.1x, without the
+    session's 0.3 s and half a GB).  Every other encoder (autocast, int8, any GPU) runs in PyTorch.
     """
     check_requests(dtype, quantize, attention, runtime)
     plan = _plan_dtypes(accelerator, dtype, quantize, attention, assistant)
@@ -159,7 +179,7 @@ def plan_precision(accelerator: Accelerator, dtype: str = "auto", quantize: str 
     if runtime == "onnxruntime" and not float32_cpu_encoder:
         raise UsageError(f"--runtime onnxruntime runs the float32 encoder on a CPU only ({plan.device}: "
                          f"{plan.encoder_autocast or ('int8' if plan.int8 else plan.weights)})")
-    if runtime != "torch" and float32_cpu_encoder:
+    if float32_cpu_encoder and (runtime == "onnxruntime" or (runtime == "auto" and not accelerator.cpu_avx512)):
         return replace(plan, encoder_runtime="onnxruntime")
     return plan
 

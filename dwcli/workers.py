@@ -264,6 +264,10 @@ class _GuardedStream:
         except StopIteration:
             self.close()
             raise
+        except (ConnectionError, EOFError) as error:
+            # A worker killed while it handed a tensor over: the shared memory behind the
+            # item is gone with it (seen under heavy load instead of torch's own message).
+            raise LostWorker(f"the hand-over from a decoding process failed ({type(error).__name__})") from None
         finally:
             self.waiting = False
 

@@ -41,11 +41,14 @@ def engines(offline_model):
             Engine.load(offline_model, "cpu", dtype="float32", runtime="onnxruntime"))
 
 
-def test_the_default_cpu_plan_runs_the_encoder_through_onnxruntime(engines, offline_model):
+def test_the_default_cpu_plan_runs_the_encoder_through_onnxruntime_without_avx512(engines, offline_model):
+    from dwcli.precision import cpu_has_avx512
+
     in_torch, through_ort = engines
     assert not isinstance(in_torch.runtime.encoder, OnnxEncoder)
     assert isinstance(through_ort.runtime.encoder, OnnxEncoder) and through_ort.notes == []
-    assert isinstance(Engine.load(offline_model, "cpu", dtype="float32").runtime.encoder, OnnxEncoder)
+    default = Engine.load(offline_model, "cpu", dtype="float32").runtime.encoder
+    assert isinstance(default, OnnxEncoder) != cpu_has_avx512()
 
 
 def test_encoder_states_agree_to_float_noise_and_greedy_tokens_are_identical(engines, speech_features):
@@ -71,7 +74,7 @@ def _export_files(cache):
 
 
 def test_the_export_is_built_once_then_reused_without_writing(offline_model, own_cache, monkeypatch):
-    first = Engine.load(offline_model, "cpu", dtype="float32")
+    first = Engine.load(offline_model, "cpu", dtype="float32", runtime="onnxruntime")
     (export,) = _export_files(own_cache)
     assert first.runtime.encoder.path == export
     before = {path.name: path.stat().st_mtime_ns for path in (own_cache / "onnx").iterdir()}
@@ -80,16 +83,16 @@ def test_the_export_is_built_once_then_reused_without_writing(offline_model, own
         raise AssertionError("exported again")
 
     monkeypatch.setattr(torch.onnx, "export", no_export)
-    again = Engine.load(offline_model, "cpu", dtype="float32")
+    again = Engine.load(offline_model, "cpu", dtype="float32", runtime="onnxruntime")
     assert isinstance(again.runtime.encoder, OnnxEncoder) and again.notes == []
     assert {path.name: path.stat().st_mtime_ns for path in (own_cache / "onnx").iterdir()} == before
 
 
 def test_a_damaged_export_is_rebuilt(offline_model, own_cache, jfk):
-    Engine.load(offline_model, "cpu", dtype="float32")
+    Engine.load(offline_model, "cpu", dtype="float32", runtime="onnxruntime")
     (export,) = _export_files(own_cache)
     export.write_bytes(export.read_bytes()[: 1000])  # cut short, as by a full disk
-    engine = Engine.load(offline_model, "cpu", dtype="float32")
+    engine = Engine.load(offline_model, "cpu", dtype="float32", runtime="onnxruntime")
     assert isinstance(engine.runtime.encoder, OnnxEncoder) and engine.notes == []
     assert _export_files(own_cache) == [export] and export.stat().st_size > 1_000_000
     features = log_mel_batch([load_audio(jfk["path"])], 80)
@@ -110,7 +113,7 @@ def test_a_failed_export_leaves_the_pytorch_encoder_and_one_note(offline_model, 
         raise failure
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
-    engine = Engine.load(offline_model, "cpu", dtype="float32")
+    engine = Engine.load(offline_model, "cpu", dtype="float32", runtime="onnxruntime")
     assert engine.notes == [note]
     assert engine.runtime.encoder is engine.model.model.encoder
     assert _export_files(own_cache) == [] and list((own_cache / "onnx").iterdir()) == []  # no half-written file
@@ -123,7 +126,7 @@ def test_an_export_that_disagrees_with_pytorch_is_not_kept(offline_model, own_ca
     from dwcli import onnx_encoder
 
     monkeypatch.setattr(onnx_encoder, "_CHECK_TOLERANCE", -1.0)  # nothing agrees
-    engine = Engine.load(offline_model, "cpu", dtype="float32")
+    engine = Engine.load(offline_model, "cpu", dtype="float32", runtime="onnxruntime")
     assert len(engine.notes) == 1 and engine.notes[0].startswith(
         "the encoder runs in PyTorch: its ONNX export failed (ValueError: its output differs from PyTorch's by ")
     assert list((own_cache / "onnx").iterdir()) == []
@@ -138,8 +141,8 @@ def test_the_cli_says_the_fallback_once_and_transcribes(offline_model, own_cache
         raise RuntimeError("no symbolic function for aten::unfold")
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
-    result = CliRunner().invoke(app, ["transcribe", str(jfk["path"]), "--model", str(offline_model.path), "-o",
-                                      str(tmp_path / "out")], env={"DW_CACHE_DIR": str(own_cache)})
+    result = CliRunner().invoke(app, ["transcribe", str(jfk["path"]), "--model", str(offline_model.path),
+                                      "--runtime", "onnxruntime", "-o", str(tmp_path / "out")], env={"DW_CACHE_DIR": str(own_cache)})
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if "encoder" in line]
     assert notes == ["dw: note: the encoder runs in PyTorch: its ONNX export failed "

@@ -10,6 +10,7 @@ from dwcli.precision import Accelerator, cpu_multiplies_bfloat16, plan_precision
 
 CPU = Accelerator("cpu")
 CPU_AMX = Accelerator("cpu", cpu_bfloat16=True)
+CPU_AVX512 = Accelerator("cpu", cpu_avx512=True)
 T4 = Accelerator("cuda:1", cuda_capability=(7, 5), flash_attn=True)  # no native bfloat16, no flash-attention 2
 A100 = Accelerator("cuda:0", cuda_capability=(8, 0), flash_attn=True)
 A100_NO_FLASH = Accelerator("cuda:0", cuda_capability=(8, 0), flash_attn=False)
@@ -45,7 +46,9 @@ def test_bfloat16_is_native_only_with_its_instructions(cpuinfo, native):
 
 
 def test_the_float32_cpu_encoder_runs_through_onnxruntime_unless_told_otherwise():
-    assert plan_precision(CPU).encoder_runtime == "onnxruntime"
+    assert plan_precision(CPU).encoder_runtime == "onnxruntime"  # an AVX2-only CPU
+    assert plan_precision(CPU_AVX512).encoder_runtime == "torch"  # as fast, without ONNX Runtime's session
+    assert plan_precision(CPU_AVX512, runtime="onnxruntime").encoder_runtime == "onnxruntime"
     assert plan_precision(CPU, runtime="torch").encoder_runtime == "torch"
     assert plan_precision(CPU, assistant=True).encoder_runtime == "onnxruntime"
     # bfloat16 autocast (native), int8 Linear layers and GPUs keep the PyTorch encoder.

@@ -164,9 +164,10 @@ QUANTIZE = _flag(
          "then depends on the other windows of its batch.")
 RUNTIME = _flag(
     "runtime", str, ModelChoice.runtime, "--runtime", envvar="DW_RUNTIME", rich_help_panel=MODEL,
-    help="What runs the float32 encoder on a CPU: auto (ONNX Runtime, exported once and cached, falling back to "
-         "PyTorch with a note where the export fails), onnxruntime or torch. Measured with tiny.en on 2 cores: up "
-         "to 1.3-1.5x faster on AVX2-only CPUs, level on AVX-512; the same transcripts.")
+    help="What runs the float32 encoder on a CPU: auto (ONNX Runtime on CPUs without AVX-512, exported once and "
+         "cached, PyTorch with a note where the export fails; PyTorch on AVX-512 CPUs), onnxruntime or torch. "
+         "Measured with tiny.en on 2 cores: ONNX Runtime 1.3-1.5x faster than PyTorch's AVX2 kernels, level with its "
+         "AVX-512 ones; the same transcripts.")
 MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DEVICES, DTYPE, ATTENTION, QUANTIZE, RUNTIME), ModelChoice)
 ONE_DEVICE_MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DTYPE, ATTENTION, QUANTIZE, RUNTIME),
                                ModelChoice)
