@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The tests build Whisper's real tokenizers (large-v3's, distil-*.en's) from the two
+	# vocabulary files openai-whisper ships; its own dependencies (numba, triton, an
+	# unpinned torch) are not needed for that, so it comes without them.
+	$(BIN)/python -m pip install -q --no-deps "openai-whisper==20250625"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -92,8 +92,9 @@ def parse_args(argv=None):
     extra = parser.add_argument_group("extra sections")
     extra.add_argument("--no-transcribe", action="store_true", help="skip the systems tables")
     extra.add_argument("--repeats", type=int, default=1,
-                       help="run each system N times per set and keep the run of median whole-process time "
-                            "(for the clip set, where a tenth of a second of noise is 5%%)")
+                       help="run every system N times per set, taking turns, and keep each one's run of median "
+                            "whole-process time (use an odd N; for the clip set, where a tenth of a second of noise "
+                            "is 5%%, and on a shared machine)")
     extra.add_argument("--no-warm-up", action="store_true",
                        help="time each system's first run too (by default each runs once, untimed, on the first "
                             "set's shortest file: the first system would otherwise pay for reading torch and the "
@@ -122,12 +123,19 @@ def _model_paths(args) -> None:
         args.fw_model = str(Path(args.model).expanduser())
 
 
-def _median_run(spec, items, args, workdir: Path):
-    """The system's run on ``items``; with --repeats N, of N runs one after the other, the
-    one of median whole-process time."""
-    runs = [run_system(spec, items, args, workdir) for _ in range(args.repeats)]
-    finished = sorted((run for run in runs if run.ok), key=lambda run: run.whole_s)
-    return finished[len(finished) // 2] if finished else runs[0]
+def _median_runs(specs, items, args, workdir: Path):
+    """Each system's run on ``items``; with --repeats N, N rounds in which every system runs
+    once, in turn (so a change in the machine's load falls on all of them alike), and of
+    each system's N runs the one of median whole-process time."""
+    runs = {spec.name: [] for spec in specs}
+    for _ in range(args.repeats):
+        for spec in specs:
+            runs[spec.name].append(run_system(spec, items, args, workdir))
+    medians = []
+    for spec in specs:
+        finished = sorted((run for run in runs[spec.name] if run.ok), key=lambda run: run.whole_s)
+        medians.append(finished[len(finished) // 2] if finished else runs[spec.name][0])
+    return medians
 
 
 def _warm_up(specs, items, args) -> None:
@@ -150,7 +158,8 @@ def _section(name: str, items, results, args) -> list[str]:
              "reference (Whisper's English normaliser, jiwer), insertions, deletions and repeated 5-grams summed "
              "over them." + ("" if args.no_warm_up else " Every system ran once, untimed, before the first set "
                                                       "(a warm disk cache for all).")
-             + (f" Each row: the run of median whole-process time of {args.repeats}." if args.repeats > 1 else ""),
+             + (f" Each row: the run of median whole-process time of {args.repeats}, the systems taking turns."
+                if args.repeats > 1 else ""),
              "", results_table(results, nonspeech), ""]
     by_corpus = corpus_table(results)
     if by_corpus:
@@ -187,7 +196,7 @@ def main(argv=None) -> int:
             _warm_up(specs, next(iter(sets.values())), args)
         for name, items in sets.items():
             with tempfile.TemporaryDirectory(prefix="dw-bench-") as workdir:
-                results = [_median_run(spec, items, args, Path(workdir)) for spec in specs]
+                results = _median_runs(specs, items, args, Path(workdir))
             part = _section(name, items, results, args)
             sections += part
             print("\n".join(part), flush=True)

@@ -28,7 +28,7 @@ def results_table(results: list[Result], nonspeech: bool) -> str:
             continue
         s = r.score
         row = [r.spec.name, f"{r.whole_s:.1f}", f"{r.x_whole:.1f}", f"{r.run_s:.1f}", f"{r.x_run:.1f}",
-               f"{r.peak_rss_mb:.0f}", f"{r.peak_tree_pss_mb:.0f}", f"{r.cpu_s:.0f}", f"{r.load:.1f}",
+               f"{r.peak_rss_mb:.0f}", f"{r.peak_tree_pss_mb:.0f}", f"{r.cpu_s:.1f}", f"{r.load:.1f}",
                f"{s.wer:.2f}" if s.words else "", str(s.insertions) if s.words else "",
                str(s.deletions) if s.words else "", str(s.repeated_5grams) if s.words else ""]
         if nonspeech:
@@ -59,13 +59,14 @@ def ratios_table(results: list[Result]) -> str:
     others = [r for r in results if r.ok and r not in dws]
     if not dws or not others:
         return ""
-    lines = ["| dw | vs | speed ratio, whole process | speed ratio, run only | WER difference (points) |",
-             "|---|---|---:|---:|---:|"]
+    lines = ["| dw | vs | speed ratio, whole process | speed ratio, run only | CPU ratio (theirs / dw's CPU s) | "
+             "WER difference (points) |", "|---|---|---:|---:|---:|---:|"]
     for dw in dws:
         for other in others:
             wer = f"{dw.score.wer - other.score.wer:+.2f}" if dw.score.words else ""
+            cpu = f"{other.cpu_s / dw.cpu_s:.2f}x" if dw.cpu_s > 0 else ""
             lines.append(f"| {dw.spec.name} | {other.spec.name} | {dw.x_whole / other.x_whole:.2f}x | "
-                         f"{dw.x_run / other.x_run:.2f}x | {wer} |")
+                         f"{dw.x_run / other.x_run:.2f}x | {cpu} | {wer} |")
     return "\n".join(lines)
 
 
@@ -80,6 +81,15 @@ def git_commit() -> str:
         return "unknown"
 
 
+def isa_class(flags) -> str:
+    """The kind of CPU that decides dw's CPU plan: AVX2 only, or AVX-512 with or without
+    native bfloat16 (dwcli.precision runs bfloat16 autocast only with it)."""
+    bfloat16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    if "avx512f" in flags:
+        return "AVX-512 with native bfloat16" if bfloat16 else "AVX-512 without bfloat16"
+    return "AVX2 only" if "avx2" in flags else "no AVX2"
+
+
 def machine_line(args) -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -88,7 +98,7 @@ def machine_line(args) -> str:
         flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
         cpu = names[0] if names else cpu
         wanted = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if flag in flags]
-        cpu += f" ({' '.join(wanted)})" if wanted else ""
+        cpu += f" ({' '.join(wanted)}; {isa_class(flags)})" if wanted else ""
     except OSError:
         pass
     versions = []

@@ -13,13 +13,15 @@ child process of this module (``python benchmarks/systems.py CONFIG``).
   fw-beam5      the same with faster-whisper's default beam search (5)
   fw-vad        ``fw`` with ``vad_filter=True`` (Silero VAD)
   fw-batched    faster-whisper ``BatchedInferencePipeline`` (Silero VAD segmentation), greedy
+  fw-batched-fp32  the same in float32 (dw's own precision on CPUs without native bfloat16)
 
 A dw variant is a dash-separated list of tokens, each a ``dw transcribe`` option: ``bs<N>``
 batch size, ``w<N>`` workers, ``fp32``/``fp16``/``bf16`` dtype, ``int8``/``noquant``,
 ``ts`` (JSON output: timestamps decoded) or ``txt`` (plain text: none), ``beam<N>``, ``nofb``
 (no temperature fallback), ``words``, ``seq`` (sequential long form), ``cond``/``nocond``
 (condition on previous text), ``novad``, ``sil<N>`` (``--vad-min-silence-ms N``),
-``sdpa``/``eager``/``fa2``; ``default`` is dw as it comes.
+``sdpa``/``eager``/``fa2``, ``torchenc``/``ort`` (``--runtime torch``/``onnxruntime``: what runs the
+float32 CPU encoder); ``default`` is dw as it comes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KINDS = ("dw", "hf", "hf-beam5", "hf-seq", "fw", "fw-beam5", "fw-vad", "fw-batched")
+KINDS = ("dw", "hf", "hf-beam5", "hf-seq", "fw", "fw-beam5", "fw-vad", "fw-batched", "fw-batched-fp32")
 
 _FLAGS = {
     "int8": ["--quantize", "int8"], "noquant": ["--quantize", "none"], "fp32": ["--dtype", "float32"],
@@ -38,6 +40,7 @@ _FLAGS = {
     "words": ["--word-timestamps"], "seq": ["--long-form", "sequential"], "novad": ["--no-vad"],
     "cond": ["--condition-on-previous-text"], "nocond": ["--no-condition-on-previous-text"],
     "sdpa": ["--attention", "sdpa"], "eager": ["--attention", "eager"], "fa2": ["--attention", "flash_attention_2"],
+    "torchenc": ["--runtime", "torch"], "ort": ["--runtime", "onnxruntime"],
 }
 
 
@@ -104,13 +107,14 @@ def build_specs(args) -> list[SystemSpec]:
                                     "1.35 (zlib, its scale), log-prob -1, no-speech 0.6"))
         else:
             beam = 5 if kind == "fw-beam5" else 1
-            batched, vad = kind == "fw-batched", kind in ("fw-vad", "fw-batched")
+            batched, vad = kind.startswith("fw-batched"), kind in ("fw-vad", "fw-batched", "fw-batched-fp32")
+            compute_type = "float32" if kind == "fw-batched-fp32" else args.fw_compute_type
             what = (f"BatchedInferencePipeline batch {args.fw_batch_size} (Silero VAD segmentation)" if batched
                     else "WhisperModel.transcribe sequential (condition on previous text, temperature fallback"
                          + (", vad_filter" if vad else "") + ")")
             specs.append(SystemSpec(kind, "fw", {"beam_size": beam, "batched": batched, "vad": vad,
-                                                 "batch_size": args.fw_batch_size, "compute_type": args.fw_compute_type},
-                                    f"faster-whisper {what}: beam {beam}, compute {args.fw_compute_type}"))
+                                                 "batch_size": args.fw_batch_size, "compute_type": compute_type},
+                                    f"faster-whisper {what}: beam {beam}, compute {compute_type}"))
     return specs
 
 

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 from .discover import MediaFile
 from .events import FileOutcome, Reporter, RunSummary
+from .options import SpeakerOptions
 from .resume import source_stamp
 from .segments import Segment, Transcript, timeline
 from .sinks import CANNOT_WRITE, Sink, WritingImpossible
 from .sources import FileEnd
+from .speakers.stage import label_speakers
 
 
 @dataclass
@@ -36,13 +38,14 @@ class FileAssembler:
     """Gathers files' results and finishes them through ``sink``, counting in ``summary``."""
 
     def __init__(self, files: list[MediaFile], model_id: str, result_options: dict, sink: Sink,
-                 reporter: Reporter, summary: RunSummary):
+                 reporter: Reporter, summary: RunSummary, speakers: SpeakerOptions | None = None):
         self.files = [_File(media) for media in files]
         self.model_id = model_id
         self.result_options = result_options
         self.sink = sink
         self.reporter = reporter
         self.summary = summary
+        self.speakers = speakers  # --speakers: label who speaks, at each file's end
 
     def label(self, file_index: int) -> str:
         return self.files[file_index].media.label
@@ -94,17 +97,19 @@ class FileAssembler:
                                   "transcribe it again once it is complete")
             return
         if end.decoding:
-            self._say_damage(state.media, end.decoding)
+            self._say_decoding(state.media, end.decoding)
         self.reporter.advance(max(0.0, end.duration_s - state.progress_s))  # its non-speech, and what is left
+        duration_s = end.placement.duration_s(end.duration_s)  # on the container's timeline, a player's
         transcript = Transcript(
             source=state.media.source,
-            duration_s=end.duration_s,
+            duration_s=duration_s,
             language=state.languages.most_common(1)[0][0] if state.languages else None,
             model_id=self.model_id,
-            segments=timeline(state.segments, end.duration_s),
+            segments=timeline(state.segments, duration_s, end.placement.start_s),
             options=self.result_options,
             decoding=end.decoding or {},
         )
+        transcript = label_speakers(transcript, end.speech, self.speakers, end.placement.start_s)
         try:
             outputs = self.sink.deliver(state.media, transcript, end.source_stamp)
         except OSError as error:
@@ -113,13 +118,19 @@ class FileAssembler:
             if error.errno in CANNOT_WRITE:
                 raise WritingImpossible(reason) from None
             return
-        state.segments = []
+        state.segments, state.end = [], None  # (its speaker embeddings too)
         state.closed = True
         self.summary.ok += 1
         self.summary.audio_s += transcript.duration_s
         self.reporter.file_done(FileOutcome(state.media, "ok", duration_s=transcript.duration_s, outputs=outputs))
 
-    def _say_damage(self, media: MediaFile, decoding: dict) -> None:
+    def _say_decoding(self, media: MediaFile, decoding: dict) -> None:
+        if decoding.get("audio_tracks"):
+            self.reporter.note(f"{media.label}: transcribed audio track {decoding['audio_track']} of its "
+                               f"{decoding['audio_tracks']} (counted from 0; --audio-track N picks another)")
+        if decoding.get("non_finite_samples_replaced"):
+            self.reporter.note(f"{media.label}: {decoding['non_finite_samples_replaced']} sample(s) that were not "
+                               "numbers (NaN) or infinite replaced by silence or full scale")
         if decoding.get("partial"):
             self.reporter.note(f"{media.label}: transcribed {decoding['decoded_s']:.1f} s of the "
                                f"{decoding['declared_s']:.1f} s its container declares (marked partial in JSON)")

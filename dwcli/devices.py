@@ -62,8 +62,12 @@ def default_batch_size(device: str) -> int:
 
 
 def cores_for_this_process() -> int:
-    """The machine's cores, shared among the ranks a launcher started on it."""
-    cores = os.cpu_count() or 1
+    """The cores this process may run on (its CPU affinity, as torch's DataLoader counts
+    them), shared among the ranks a launcher started on the machine."""
+    try:
+        cores = len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else 1
     return max(1, cores // max(1, local_ranks))
 

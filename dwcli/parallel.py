@@ -88,6 +88,8 @@ def _replica(replica: Replica, threads: int, files, claims: FileCounter, events)
         # and start reading while the model loads.
         stream = stream_items(files, reading_for(options, mel_bins(replica.resolved)), options.workers, claims=claims)
         engine = Engine(replica.resolved, replica.precision, replica.assistant)
+        for note in engine.notes:
+            events.put(("note", note))
         summary = transcribe_files(files, engine, options, _ForwardingReporter(events), stream=stream, claims=claims)
         events.put(("summary", summary))
     except BaseException as error:  # the parent must hear of it, or it would wait forever

@@ -35,7 +35,8 @@ _BUFFERED_WINDOWS_PER_SLOT = 4
 def reading_for(options: TranscribeOptions, n_mels: int) -> Reading:
     """What the decoding workers need for a run with ``options`` (resolved for its device)."""
     in_flight = options.batch_size if options.long_form == "sequential" else max(1, options.workers)
-    return Reading(options.long_form, n_mels, options.vad, options.allow_partial, in_flight)
+    return Reading(options.long_form, n_mels, options.vad, options.allow_partial, in_flight, options.audio_track,
+                   options.speakers)
 
 
 def result_options(precision, options: TranscribeOptions) -> dict:
@@ -208,7 +209,8 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
         if not options.resolved:
             options = options.for_device(engine.device)
         sink = sink or sink_for(options, stdout or sys.stdout)
-        assembler = FileAssembler(files, engine.model_id, result_options(engine.plan, options), sink, reporter, summary)
+        assembler = FileAssembler(files, engine.model_id, result_options(engine.plan, options), sink, reporter, summary,
+                                  options.speakers)
         run = _Run(files, engine, options, assembler, reporter)
         reading = reading_for(options, engine.n_mels)
 

@@ -18,14 +18,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import cluster as ray_cluster
+from .decoding.alignment import alignment_heads_problem
 from .decoding.options import SpecialTokens
 from .devices import parse_devices, pick_device
-from .discover import Discovery, MediaFile, discover, read_path_list
+from .discover import Discovery, MediaFile, discover, output_dir_problem, read_path_list
 from .engine import Engine
 from .errors import UsageError
 from .events import FileOutcome, RunSummary
 from .models import ResolvedModel, resolve_model
-from .network import GenerationConfig, mel_bins
+from .network import GenerationConfig, WhisperConfig, mel_bins
 from .options import ClusterOptions, Inputs, ModelChoice, TranscribeOptions
 from .parallel import Replica, launched_rank, shard, share_from_first_rank, transcribe_on_devices
 from .pipeline import reading_for, transcribe_files
@@ -112,12 +113,18 @@ def _devices(choice: ModelChoice, rank) -> list[str]:
 
 def check_model_options(resolved: ResolvedModel, options) -> list[str]:
     """The decoding options against the model's own configuration, before its weights load:
-    UsageError for a language it lacks; the notes to say."""
-    path = resolved.path / "generation_config.json"
+    UsageError for a language it lacks, or for word times it cannot give; the notes to say."""
     try:
-        special = SpecialTokens.from_generation_config(GenerationConfig.from_file(path))
+        generation = GenerationConfig.from_file(resolved.path / "generation_config.json")
+        special = SpecialTokens.from_generation_config(generation)
+        config = WhisperConfig.from_file(resolved.path / "config.json")
     except (OSError, ValueError, TypeError):
         return []  # the model cannot be loaded either: Engine says so, with exit status 3
+    if options.word_timestamps:
+        problem = alignment_heads_problem(generation.alignment_heads, config.decoder_layers,
+                                          config.decoder_attention_heads)
+        if problem:
+            raise UsageError(f"--word-timestamps: {resolved.model_id} cannot time words: {problem}")
     language = options.language
     if language and not special.multilingual and language != "en":
         raise UsageError(f"--language {language}: {resolved.model_id} is an English-only model")
@@ -158,14 +165,24 @@ def _split_inputs(inputs: Inputs, found: Discovery, to_stdout: bool) -> tuple[li
     return files, settled
 
 
+def _workers_capped(asked: int, workers: int, files: int) -> list[str]:
+    """The note that --workers was capped at the cores, where the user asked for more and
+    there are files enough to have used them."""
+    if asked > workers and files > workers:
+        return [f"--workers {asked}: {workers} decoding process(es), one per CPU core this process may use"]
+    return []
+
+
 def make_plan(inputs: Inputs, choice: ModelChoice, options: TranscribeOptions, stdin=None,
               cluster: ClusterOptions | None = None) -> RunPlan:
     """Check everything and decide everything a run needs; raises UsageError and
     ModelLoadError.  ``cluster``: the run goes to a Ray cluster (``--ray``)."""
-    check_requests(choice.dtype, choice.quantize, choice.attention)
+    check_requests(choice.dtype, choice.quantize, choice.attention, choice.runtime)
     check_assistant(choice.assistant, options.decoding)
+    if inputs.output_dir is not None and (problem := output_dir_problem(inputs.output_dir)):
+        raise UsageError(f"--output-dir {inputs.output_dir}: {problem}")
     arguments = gather_arguments(inputs, stdin)
-    found = discover(arguments, inputs.output_dir)
+    found = discover(arguments, inputs.output_dir, () if inputs.collect else options.formats)
     to_stdout = _to_stdout(inputs, arguments, found, options.formats)
     rank = launched_rank()
     if cluster is not None:
@@ -216,12 +233,13 @@ def _plan_model(plan: RunPlan, inputs: Inputs, choice: ModelChoice, options: Tra
     plan.notes += check_model_options(plan.model, options.decoding)
     for device in devices:
         precision = plan_precision(describe_device(device), choice.dtype, choice.quantize, choice.attention,
-                                   plan.assistant is not None)
+                                   plan.assistant is not None, choice.runtime)
         resolved = _for_device(options, device, plan.assistant is not None)
         if not to_stdout and not inputs.collect:
             recipe = Recipe.of(plan.model.model_id, resolved, **precision.recipe())
             resolved = replace(resolved, resume=Resume(recipe, inputs.skip_existing))
         plan.devices.append(DeviceRun(precision, resolved))
+    plan.notes += _workers_capped(options.workers, plan.devices[0].options.workers, len(plan.files))
 
 
 def execute(plan: RunPlan, reporter, sink=None, stdout=None) -> RunSummary:
@@ -240,6 +258,8 @@ def execute(plan: RunPlan, reporter, sink=None, stdout=None) -> RunSummary:
             # Decoding starts first: the workers read the media while the model loads.
             stream = stream_items(plan.files, reading_for(options, mel_bins(plan.model)), options.workers)
             engine = Engine(plan.model, run.precision, plan.assistant)
+            for note in engine.notes:
+                reporter.note(note)
         return transcribe_files(plan.files, engine, options, reporter, sink=sink, settled=plan.settled,
                                 stream=stream, stdout=stdout)
     if sink is not None:

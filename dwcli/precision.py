@@ -13,7 +13,7 @@ plan of its own device.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import UsageError
 
@@ -28,6 +28,7 @@ class Accelerator:
 
     device: str  # "cpu", "cuda:0", "mps"
     cpu_bfloat16: bool = False  # the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX)
+    cpu_avx512: bool = False  # the CPU has AVX-512 (PyTorch's float32 kernels are then as fast as ONNX Runtime's)
     cuda_capability: tuple[int, int] | None = None  # (major, minor) of this very GPU
     flash_attn: bool = False  # the flash-attn package imports
 
@@ -48,16 +49,57 @@ def _flash_attn_imports() -> bool:
     return True
 
 
+_NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names of the instructions
+
+
+def _cpu_flags(cpuinfo: str | None) -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (``cpuinfo``: its text, for tests); None
+    where there is no such file."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as stream:
+                cpuinfo = stream.read()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return flags
+
+
+def cpu_has_avx512(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has AVX-512 (avx512f)."""
+    flags = _cpu_flags(cpuinfo)
+    if flags is not None:
+        return "avx512f" in flags
+    import torch
+
+    return bool(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")().startswith("AVX512"))
+
+
+def cpu_multiplies_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX; Arm's BF16).
+
+    Not oneDNN's ``_is_mkldnn_bf16_supported``: that is true on every AVX-512 CPU, where
+    oneDNN emulates bfloat16, and emulated it is slower than float32 (measured on an
+    AVX-512 Xeon without AVX512-BF16: the tiny.en encoder 2.3x slower under bfloat16
+    autocast).  ``cpuinfo``: /proc/cpuinfo's text (tests); elsewhere torch's CPU probes."""
+    flags = _cpu_flags(cpuinfo)
+    if flags is not None:
+        return any(flag in flags for flag in _NATIVE_BFLOAT16_FLAGS) or "bf16" in flags
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
 def describe(device: str) -> Accelerator:
     """Read what ``device`` can do (imports torch)."""
     import torch
 
     if device == "cpu":
-        try:
-            bfloat16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            bfloat16 = False
-        return Accelerator("cpu", cpu_bfloat16=bfloat16)
+        return Accelerator("cpu", cpu_bfloat16=cpu_multiplies_bfloat16(), cpu_avx512=cpu_has_avx512())
     if device.startswith("cuda"):
         index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
         return Accelerator(f"cuda:{index}", cuda_capability=tuple(torch.cuda.get_device_capability(index)),
@@ -77,6 +119,7 @@ class PrecisionPlan:
     int8: tuple[str, ...] = ()  # "encoder", "decoder": their Linear layers in dynamic int8
     draft_int8: bool = False  # an assistant's decoder and projection in int8 (drafts need not be exact)
     attention: str = "sdpa"  # the encoder's attention kernel: sdpa, eager or flash_attention_2
+    encoder_runtime: str = "torch"  # or "onnxruntime": the float32 CPU encoder through ONNX Runtime
 
     @property
     def compute_dtype(self) -> str:
@@ -85,7 +128,7 @@ class PrecisionPlan:
 
     def recipe(self) -> dict:
         """What of the plan changes a transcript (``--skip-existing`` compares it; the attention
-        kernel computes the same function, so it does not count)."""
+        kernel and the encoder's runtime compute the same function, so they do not count)."""
         return {"weights": self.weights, "encoder_autocast": self.encoder_autocast, "projection": self.projection,
                 "decoder": self.decoder, "int8": list(self.int8)}
 
@@ -96,9 +139,14 @@ def _dtype(requested: str) -> str:
     return DTYPES[requested]
 
 
-def check_requests(dtype: str, quantize: str, attention: str) -> None:
-    """UsageError for a ``--dtype``, ``--quantize`` or ``--attention`` dw does not know (what a
-    device can do is checked by ``plan_precision``)."""
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def check_requests(dtype: str, quantize: str, attention: str, runtime: str = "auto") -> None:
+    """UsageError for a ``--dtype``, ``--quantize``, ``--attention`` or ``--runtime`` dw does
+    not know (what a device can do is checked by ``plan_precision``)."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"--runtime {runtime}: expected auto, torch or onnxruntime")
     if dtype != "auto":
         _dtype(dtype)
     if quantize not in ("auto", "none", "int8"):
@@ -108,7 +156,7 @@ def check_requests(dtype: str, quantize: str, attention: str) -> None:
 
 
 def plan_precision(accelerator: Accelerator, dtype: str = "auto", quantize: str = "auto",
-                   attention: str = "auto", assistant: bool = False) -> PrecisionPlan:
+                   attention: str = "auto", assistant: bool = False, runtime: str = "auto") -> PrecisionPlan:
     """The plan for one device.  Raises UsageError for what the device cannot do.
 
     CPU, ``auto``: float32 throughout.  Measured on real speech (RESULTS.md): int8 Linear
@@ -119,9 +167,24 @@ def plan_precision(accelerator: Accelerator, dtype: str = "auto", quantize: str 
     flash-attention 2 for the encoder when flash-attn loads, the GPU is Ampere or newer and
     the dtype is 16-bit, else PyTorch's SDPA.  With an ``assistant``, the decoder stays
     float32, so that checking several drafted tokens at once gives exactly the tokens the
-    model alone would emit.
+    model alone would emit.  ``runtime``: the CPU encoder in float32 runs through ONNX Runtime
+    (``onnxruntime``; see onnx_encoder.py) or PyTorch (``torch``); ``auto`` picks ONNX Runtime
+    where the CPU lacks AVX-512 (measured: PyTorch's AVX2 kernels 1.33-1.49x slower than ONNX
+    Runtime's for tiny.en's encoder) and PyTorch where it has it (level, 0.9-1.1x, without the
+    session's 0.3 s and half a GB).  Every other encoder (autocast, int8, any GPU) runs in PyTorch.
     """
-    check_requests(dtype, quantize, attention)
+    check_requests(dtype, quantize, attention, runtime)
+    plan = _plan_dtypes(accelerator, dtype, quantize, attention, assistant)
+    float32_cpu_encoder = plan.device == "cpu" and plan.encoder_autocast is None and "encoder" not in plan.int8
+    if runtime == "onnxruntime" and not float32_cpu_encoder:
+        raise UsageError(f"--runtime onnxruntime runs the float32 encoder on a CPU only ({plan.device}: "
+                         f"{plan.encoder_autocast or ('int8' if plan.int8 else plan.weights)})")
+    if float32_cpu_encoder and (runtime == "onnxruntime" or (runtime == "auto" and not accelerator.cpu_avx512)):
+        return replace(plan, encoder_runtime="onnxruntime")
+    return plan
+
+
+def _plan_dtypes(accelerator: Accelerator, dtype: str, quantize: str, attention: str, assistant: bool) -> PrecisionPlan:
     device = accelerator.device
     if accelerator.cuda:
         if quantize == "int8":

@@ -198,6 +198,19 @@ class RichReporter(PlainReporter):
             self.console.print(summary_line(summary), markup=False, highlight=False)
 
 
+def warnings_as_events(stream=None) -> None:
+    """Under --log-json, Python's warnings (torch's, any library's) become ``warning`` events:
+    their usual two plain lines would be the only stderr lines a log collector cannot read."""
+    import warnings
+
+    reporter = JsonReporter(stream or sys.stderr)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        reporter._event(event="warning", message=f"{category.__name__}: {message}")
+
+    warnings.showwarning = show
+
+
 def make_reporter(quiet: bool, log_json: bool, stream=None) -> Reporter:
     """The reporter that fits where stderr goes."""
     stream = stream or sys.stderr

@@ -1,8 +1,8 @@
 """``--skip-existing``: which inputs a rerun (a cron job, a batch killed half-way) can leave alone.
 
 Beside each input's outputs dw keeps a hidden record, ``.<name>.dw.json``: the model and the
-options that made them, the formats written, and the size and modification time of the
-source.  The record is removed before a file's outputs are rewritten and written (atomically)
+options that made them, the formats written, and the source's identity (size, modification
+and change times, inode, and a hash of its first and last 64 KiB).  The record is removed before a file's outputs are rewritten and written (atomically)
 only after the last of them, so a run stopped at any moment, even by ``kill -9``, leaves for
 each file either a record that tells the truth or none; a rerun with ``--skip-existing``
 redoes exactly the files without a matching one.
@@ -11,6 +11,7 @@ redoes exactly the files without a matching one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -20,8 +21,6 @@ from pathlib import Path
 from . import __version__
 from .atomic import write_atomic
 from .discover import MediaFile
-
-RECORD_SUFFIX = ".dw.json"
 # Formats whose text also depends on the cue-shaping options (line width, reading speed...).
 _SHAPED_FORMATS = frozenset({"srt", "vtt"})
 # TranscribeOptions fields that change how a run goes, not what it writes.  Every other field
@@ -30,6 +29,11 @@ _NOT_IN_RESULT = frozenset({"formats", "batch_size", "workers", "to_stdout", "re
 # Decoding options added after records were first written, with the value that does what dw
 # did before each existed: a record without one was made that way, and is not redone for it.
 _ADDED_DECODING_OPTIONS = {"beam_size": 1, "initial_prompt": None, "condition_on_previous_text": False}
+# The same for the run's own options (``TranscribeOptions`` fields).
+_ADDED_OPTIONS = {"audio_track": None, "speakers": None}  # (--speakers: a record from before made no labels)
+# How much of each end of a source its stamp hashes: a re-encode or a new recording changes
+# both ends (headers, first and last frames) while reading 128 KiB costs nothing.
+_HASHED_BYTES = 64 * 1024
 
 
 def _encode(value):
@@ -79,13 +83,46 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class SourceStamp:
+    """Who a source is, cheaply: taken before it is read, compared when it has been read (a
+    file still being copied in) and by later runs (a file replaced since).
+
+    Size and modification time alone were fooled by new content of the same length with the
+    old time put back (``touch -r``, ``rsync -t``, copies that keep times): the change time
+    and inode cannot be put back by such tools, and the hash catches a file replaced
+    wholesale where those are not kept (some network file systems).  What a mismatch costs
+    is a redo (after a chmod, say), never a stale transcript."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    digest: str  # blake2b of the first and last _HASHED_BYTES
+
+    def to_json(self) -> dict:
+        return {"source_size": self.size, "source_mtime_ns": self.mtime_ns, "source_ctime_ns": self.ctime_ns,
+                "source_inode": self.inode, "source_digest": self.digest}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SourceStamp | None:
+        """None for a record written before dw kept all of it: such a record cannot tell a
+        file with its old time put back from the one it was made from, so it matches no file
+        and the file is done once more (a redo costs minutes once; a stale skip would keep
+        a wrong transcript for ever)."""
+        try:
+            return cls(int(data["source_size"]), int(data["source_mtime_ns"]), int(data["source_ctime_ns"]),
+                       int(data["source_inode"]), str(data["source_digest"]))
+        except KeyError:
+            return None
+
+
+@dataclass(frozen=True)
 class Record:
     """The content of a record file: how a file's outputs were made, and from which source."""
 
     recipe: Recipe
     formats: tuple[str, ...]
-    source_size: int
-    source_mtime_ns: int
+    source: SourceStamp | None  # None: a record from before stamps held all they do now
 
     def to_json(self) -> str:
         return json.dumps(
@@ -95,8 +132,7 @@ class Record:
                 "options": self.recipe.options,
                 "subtitles": self.recipe.subtitles,
                 "formats": list(self.formats),
-                "source_size": self.source_size,
-                "source_mtime_ns": self.source_mtime_ns,
+                **(self.source.to_json() if self.source else {}),
             },
             indent=2, sort_keys=True,
         ) + "\n"
@@ -105,29 +141,34 @@ class Record:
     def from_json(cls, text: str) -> Record:
         """Raises ValueError (json.JSONDecodeError included), KeyError or TypeError when malformed."""
         data = json.loads(text)
-        options = dict(data["options"])
+        options = {**_ADDED_OPTIONS, **data["options"]}
         if isinstance(options.get("decoding"), dict):
             options["decoding"] = {**_ADDED_DECODING_OPTIONS, **options["decoding"]}
         recipe = Recipe(str(data["model"]), options, dict(data["subtitles"]))
-        return cls(recipe, tuple(map(str, data["formats"])), int(data["source_size"]),
-                   int(data["source_mtime_ns"]))
+        return cls(recipe, tuple(map(str, data["formats"])), SourceStamp.from_json(data))
 
 
 def record_path(media: MediaFile) -> Path:
     """``subs/talk`` -> ``subs/.talk.dw.json``: hidden, beside the outputs it describes."""
-    stem = media.output_stem
-    return stem.with_name(f".{stem.name}{RECORD_SUFFIX}")
+    return media.record_path
 
 
-def source_stamp(media: MediaFile) -> tuple[int, int] | None:
-    """(size, mtime in ns) of the input, or None for standard input or a vanished file."""
+def source_stamp(media: MediaFile) -> SourceStamp | None:
+    """The input's ``SourceStamp``, or None for standard input, a stream or a file that
+    vanished or cannot be read."""
     if media.stream:
         return None
     try:
-        stat = os.stat(media.source)
+        with open(media.source, "rb") as stream:
+            stat = os.fstat(stream.fileno())
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(stream.read(_HASHED_BYTES))
+            if stat.st_size > _HASHED_BYTES:
+                stream.seek(max(_HASHED_BYTES, stat.st_size - _HASHED_BYTES))
+                digest.update(stream.read(_HASHED_BYTES))
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    return SourceStamp(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, digest.hexdigest())
 
 
 def read_record(media: MediaFile) -> Record | None:
@@ -153,7 +194,7 @@ class Resume:
         if stamp is None or record is None:
             return False
         return (
-            (record.source_size, record.source_mtime_ns) == stamp
+            record.source == stamp
             and set(formats) <= set(record.formats)
             and self.recipe.makes_same(record.recipe, formats)
             and all(media.output_path(fmt).is_file() for fmt in formats)
@@ -176,20 +217,19 @@ class Resume:
         return previous
 
     def remember(self, media: MediaFile, formats: Iterable[str], previous: Record | None = None,
-                 stamp: tuple[int, int] | None = None) -> None:
+                 stamp: SourceStamp | None = None) -> None:
         """Write ``media``'s record once all its outputs in ``formats`` are in place.
 
         Formats an earlier run made with the same recipe from the same source stay listed
         while their files exist, so alternating ``--format srt`` and ``--format vtt`` jobs
-        do not redo each other's work.  ``stamp`` is the source's size and time from before
+        do not redo each other's work.  ``stamp`` is the source's stamp from before
         it was read (a file that changed since then is recorded as it was read).
         """
         stamp = stamp or source_stamp(media)
         if stamp is None:
             return
         formats = list(formats)
-        if (previous is not None and previous.recipe == self.recipe
-                and (previous.source_size, previous.source_mtime_ns) == stamp):
+        if previous is not None and previous.recipe == self.recipe and previous.source == stamp:
             formats += [fmt for fmt in previous.formats
                         if fmt not in formats and media.output_path(fmt).is_file()]
-        write_atomic(record_path(media), Record(self.recipe, tuple(formats), *stamp).to_json())
+        write_atomic(record_path(media), Record(self.recipe, tuple(formats), stamp).to_json())

@@ -19,6 +19,7 @@ class Word:
     end: float
     word: str  # as Whisper spells it, with its leading space
     probability: float
+    speaker: str | None = None  # with --speakers
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Segment:
     text: str
     words: list[Word] | None = None  # with --word-timestamps
     tokens: list[int] = field(default_factory=list, repr=False, compare=False)  # text tokens
+    speaker: str | None = None  # with --speakers: who says it
 
     def span_words(self) -> None:
         """Start at the first word and end at the last (word times are sharper than
@@ -55,6 +57,9 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     options: dict = field(default_factory=dict)  # the settings that shaped the result
     decoding: dict = field(default_factory=dict)  # damage found decoding the media (empty: none)
+    # With --speakers: each speaker's label and talk time, and the turns (None: not asked).
+    speakers: list | None = None
+    turns: list | None = None
 
     @property
     def text(self) -> str:
@@ -118,8 +123,13 @@ def drop_repeats(segments: Iterable[Segment]) -> list[Segment]:
     return kept
 
 
-def timeline(segments: Iterable[Segment], duration_s: float) -> list[Segment]:
-    """Order a file's segments by time and make the timeline monotonic inside [0, duration]."""
+def timeline(segments: Iterable[Segment], duration_s: float, start_s: float = 0.0) -> list[Segment]:
+    """Order a file's segments by time and make the timeline monotonic inside [0, duration].
+
+    ``start_s`` moves them from the decoded audio's clock to the container's, where the audio
+    starts that late (``audio.Placement``), words included."""
+    if start_s:
+        segments = [segment.shifted(start_s) for segment in segments]
     ordered = sorted(segments, key=lambda segment: (segment.start, segment.end))
     result: list[Segment] = []
     for segment in drop_repeats(ordered):

@@ -27,7 +27,8 @@ class WritingImpossible(Exception):
 class Sink:
     """Takes each finished transcript; returns the paths it wrote (none for a stream)."""
 
-    def deliver(self, media: MediaFile, transcript: Transcript, stamp: tuple[int, int] | None) -> list[Path]:
+    def deliver(self, media: MediaFile, transcript: Transcript, stamp) -> list[Path]:
+        """``stamp``: the source's ``resume.SourceStamp`` from before it was read (None: a stream)."""
         raise NotImplementedError
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .audio import Placement
 from .options import SAMPLE_RATE, VadOptions
 from .vad import Region
 
@@ -113,6 +114,8 @@ class Reading:
     vad: VadOptions = VadOptions()
     allow_partial: bool = False
     files_in_flight: int = 1  # files read side by side, their items interleaved (sequential: a batch's worth)
+    audio_track: int | None = None  # which audio stream of each file, 0-based (None: the one a player starts with)
+    speakers: object = None  # options.SpeakerOptions: embed each file's speech for speaker labels too
 
 
 @dataclass
@@ -142,12 +145,14 @@ class PieceItem:
 
 @dataclass
 class FileEnd:
-    """All items of ``file_index`` have been sent; the file lasts ``duration_s``."""
+    """All items of ``file_index`` have been sent; ``duration_s`` of audio were decoded."""
 
     file_index: int
     duration_s: float
-    source_stamp: tuple[int, int] | None = None  # (size, mtime) before decoding began
-    decoding: dict | None = None  # what decoding found wrong: damaged packets skipped, partial
+    source_stamp: object = None  # resume.SourceStamp before decoding began (None: a stream)
+    decoding: dict | None = None  # what decoding found: damage, the audio track, where the audio starts
+    placement: Placement = Placement()  # where the audio lies on the container's timeline
+    speech: object = None  # with --speakers: the file's speakers.embed.FileSpeech
 
 
 @dataclass

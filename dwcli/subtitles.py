@@ -76,6 +76,7 @@ class Cue:
     underline: int | None = None  # karaoke: index (over the cue's words) of the word sung now
     # A boundary of this cue was estimated (time shared out by characters), not a word time.
     estimated: bool = False
+    speaker: str | None = None  # with --speakers: its segment's speaker
 
     def text(self, escape: Callable[[str], str] = str) -> str:
         """The lines joined by newlines, each word passed through ``escape`` (VTT needs
@@ -136,7 +137,8 @@ def has_word_times(segments: Iterable[Segment]) -> bool:
 
 
 def shape_cues(
-    segments: Iterable[Segment], options: SubtitleOptions = SubtitleOptions(), end_s: float | None = None
+    segments: Iterable[Segment], options: SubtitleOptions = SubtitleOptions(), end_s: float | None = None,
+    speaker_columns: int = 0,
 ) -> list[Cue]:
     """Cues for SRT/VTT that respect ``options``.
 
@@ -145,14 +147,21 @@ def shape_cues(
     much) and each lasts long enough to read at ``max_cps`` wherever silence around it
     allows: a cue too short or too fast takes time from the silence after it, then before
     it.  A word lasting longer than ``max_cue_duration_s`` is cut short.  Segments are never
-    merged: each starts a new cue.
+    merged: each starts a new cue, carrying the segment's speaker.  ``speaker_columns``: the
+    columns a speaker label written before each cue's first line takes (SRT's ``[SPEAKER_00] ``),
+    kept free within ``max_line_width`` when segments have speakers.
     """
     max_ms = max(1, _ms(options.max_cue_duration_s))
     groups: list[list[_Unit]] = []
+    speakers: list[str | None] = []
     last_ms = 0
-    for _, end_ms, units in _timeline(segments):
+    segments = list(segments)
+    for segment, (_, end_ms, units) in zip(segments, _timeline(segments)):
         last_ms = end_ms
-        groups.extend(_split_segment(units, options, max_ms))
+        lead = speaker_columns if segment.speaker is not None else 0
+        split = _split_segment(units, options, max_ms, lead)
+        groups.extend(split)
+        speakers.extend([segment.speaker] * len(split))
     if not groups:
         return []
     spans = [(group[0].start_ms, min(group[-1].end_ms, group[0].start_ms + max_ms)) for group in groups]
@@ -163,9 +172,10 @@ def shape_cues(
     reading = [min(math.ceil(_characters(group) * MS_PER_S / options.max_cps), max_ms) for group in groups]
     spans = _widen(spans, reading, limit_ms)
     cues = []
-    for (start_ms, end_ms), group in zip(spans, groups):
+    for (start_ms, end_ms), group, speaker in zip(spans, groups, speakers):
         estimated = group[0].start_estimated or group[-1].end_estimated
-        cue = Cue(start_ms, end_ms, _layout(group, options), estimated=estimated)
+        lead = speaker_columns if speaker is not None else 0
+        cue = Cue(start_ms, end_ms, _layout(group, options, lead), estimated=estimated, speaker=speaker)
         cues.extend(_karaoke(cue, group) if options.highlight_words else [cue])
     return cues
 
@@ -268,14 +278,15 @@ def _characters(units: Sequence[_Unit]) -> int:
     return sum(len(unit.text) for unit in units) - (len(units[0].text) - len(units[0].bare))
 
 
-def _split_segment(units: list[_Unit], options: SubtitleOptions, max_ms: int) -> list[list[_Unit]]:
-    """The cheapest split of one segment's units into cues that fit the limits."""
+def _split_segment(units: list[_Unit], options: SubtitleOptions, max_ms: int, lead: int = 0) -> list[list[_Unit]]:
+    """The cheapest split of one segment's units into cues that fit the limits (each cue's
+    first line starting ``lead`` columns in)."""
     width, capacity = options.max_line_width, options.max_line_width * options.max_line_count
     best = [0.0] + [math.inf] * len(units)  # best[j]: cheapest split of units[:j]
     cut = [0] * (len(units) + 1)  # cut[j]: where the last cue of that split starts
     for i in range(len(units)):
         lines, silence_ms = 1, 0
-        line_columns = cue_columns = units[i].bare_columns
+        line_columns = cue_columns = lead + units[i].bare_columns
         for j in range(i, len(units)):
             if j > i:
                 cue_columns += units[j].columns
@@ -302,12 +313,13 @@ def _split_segment(units: list[_Unit], options: SubtitleOptions, max_ms: int) ->
     return groups[::-1]
 
 
-def _layout(units: list[_Unit], options: SubtitleOptions) -> tuple[tuple[str, ...], ...]:
+def _layout(units: list[_Unit], options: SubtitleOptions, lead: int = 0) -> tuple[tuple[str, ...], ...]:
     """The cue's words in as few lines as fit, as even as possible (the bottom one the
-    longer), broken after punctuation where that costs little evenness."""
+    longer), broken after punctuation where that costs little evenness; the first line
+    starts ``lead`` columns in."""
     width, n = options.max_line_width, len(units)
     count = 1
-    line_columns = units[0].bare_columns
+    line_columns = lead + units[0].bare_columns
     for unit in units[1:]:
         if line_columns + unit.columns <= width:
             line_columns += unit.columns
@@ -330,7 +342,7 @@ def _layout(units: list[_Unit], options: SubtitleOptions) -> tuple[tuple[str, ..
                 (1.0, 0.0) if j == n else (_UPPER_LINE_WEIGHT, _LINE_BREAK_WEIGHT * units[j - 1].break_cost)
             )
             for i in range(j - 1, k - 2, -1):  # longer and longer lines
-                columns = ends[j] - ends[i] - (units[i].columns - units[i].bare_columns)
+                columns = ends[j] - ends[i] - (units[i].columns - units[i].bare_columns) + (lead if i == 0 else 0)
                 if columns > width and j - i > 1:
                     break
                 cost = best[k - 1][i] + weight * (columns / width) ** 2 + break_cost

@@ -20,16 +20,24 @@ from .discover import MediaFile
 from .errors import DwError, debug_requested
 from .resume import source_stamp
 from .long_form import reader_for
-from .sources import FileBegin, FileEnd, FileFailed, Reading
+from .sources import FileBegin, FileEnd, FileFailed, Reading, WindowItem
+from .speakers.stage import embedder
 
 
 def decoding_notes(report: DecodeReport) -> dict | None:
-    """What the outputs say of a file that decoded with damage (None: it decoded whole)."""
+    """What the outputs say of how a file decoded (None: one plain audio stream, whole, from
+    the container's start)."""
     notes = {}
     if report.skipped_packets:
         notes["damaged_packets_skipped"] = report.skipped_packets
+    if report.non_finite_samples:
+        notes["non_finite_samples_replaced"] = report.non_finite_samples
     if report.short:
         notes.update(partial=True, decoded_s=round(report.decoded_s, 3), declared_s=round(report.declared_s, 3))
+    if report.audio_tracks > 1:
+        notes.update(audio_track=report.audio_track, audio_tracks=report.audio_tracks)
+    if report.start_s:
+        notes["audio_start_s"] = round(report.start_s, 3)
     return notes or None
 
 
@@ -37,17 +45,32 @@ def file_items(file_index: int, media: MediaFile, reading: Reading) -> Iterator:
     """Stream one file as its window source's items, then its end (or its failure)."""
     yield FileBegin(file_index)
     reader = reader_for(reading)
+    voices = embedder(reading.speakers)
     report = DecodeReport()
     stamp = source_stamp(media)  # before a byte is read: a file still being copied in shows later
     try:
-        yield from reader.items(file_index, decode_blocks(media.source, report, reading.allow_partial))
+        for item in reader.items(file_index, decode_blocks(media.source, report, reading.allow_partial,
+                                                           reading.audio_track)):
+            yield item
+            if voices is not None:  # after the item is on its way to the model
+                _embed(voices, item)
     except DwError as error:
         yield FileFailed(file_index, str(error))
         return
     except Exception as error:  # an unexpected failure still fails only this file
         yield FileFailed(file_index, f"{media.label}: {type(error).__name__}: {error}", traceback.format_exc())
         return
-    yield FileEnd(file_index, reader.samples_read / SAMPLE_RATE, stamp, decoding_notes(report))
+    yield FileEnd(file_index, reader.samples_read / SAMPLE_RATE, stamp, decoding_notes(report), report.placement,
+                  voices.result() if voices is not None else None)
+
+
+def _embed(voices, item) -> None:
+    """Feed an item's speech to the file's speaker embedder (--speakers)."""
+    if isinstance(item, WindowItem):
+        voices.add_window(item.window)
+    else:
+        piece = item.piece
+        voices.add(piece.start, piece.samples, piece.speech or ())
 
 
 def interleaved(streams: Iterator[Iterator], width: int) -> Iterator:
@@ -241,6 +264,10 @@ class _GuardedStream:
         except StopIteration:
             self.close()
             raise
+        except (ConnectionError, EOFError) as error:
+            # A worker killed while it handed a tensor over: the shared memory behind the
+            # item is gone with it (seen under heavy load instead of torch's own message).
+            raise LostWorker(f"the hand-over from a decoding process failed ({type(error).__name__})") from None
         finally:
             self.waiting = False
 

@@ -14,6 +14,7 @@ from typing import TextIO
 from .errors import UsageError
 from .segments import Transcript
 from .options import WriterOptions
+from .speakers.rttm import write_turns
 from .subtitles import MS_PER_S, shape_cues
 
 _PROBABILITY_DIGITS = 4  # word confidences in JSON
@@ -34,9 +35,33 @@ def _timestamp(milliseconds: int, decimal_marker: str) -> str:
 
 
 def write_txt(transcript: Transcript, stream: TextIO, options: WriterOptions) -> None:
-    """Plain text, one segment per line."""
-    for segment in transcript.segments:
-        stream.write(segment.text + "\n")
+    """Plain text, one segment per line; with speakers, one line per turn, ``SPEAKER_00: ...``."""
+    if transcript.speakers is None:
+        for segment in transcript.segments:
+            stream.write(segment.text + "\n")
+        return
+    for speaker, segments in _turns(transcript.segments):
+        text = " ".join(segment.text for segment in segments)
+        stream.write(f"{speaker}: {text}\n" if speaker is not None else text + "\n")
+
+
+def _turns(segments):
+    """Consecutive segments grouped by speaker: (speaker, segments)."""
+    groups: list[tuple[str | None, list]] = []
+    for segment in segments:
+        if groups and groups[-1][0] == segment.speaker:
+            groups[-1][1].append(segment)
+        else:
+            groups.append((segment.speaker, [segment]))
+    return groups
+
+
+def _srt_label(speaker: str | None) -> str:
+    return f"[{speaker}] " if speaker is not None else ""
+
+
+# Columns SRT's speaker label takes on a cue's first line ("[SPEAKER_00] ").
+_SRT_LABEL_COLUMNS = len(_srt_label("SPEAKER_00"))
 
 
 def write_srt(transcript: Transcript, stream: TextIO, options: WriterOptions) -> None:
@@ -44,36 +69,43 @@ def write_srt(transcript: Transcript, stream: TextIO, options: WriterOptions) ->
     import pysrt
 
     subtitles = pysrt.SubRipFile(eol="\n")
-    cues = shape_cues(transcript.segments, options.subtitles, end_s=transcript.duration_s)
+    cues = shape_cues(transcript.segments, options.subtitles, end_s=transcript.duration_s,
+                      speaker_columns=_SRT_LABEL_COLUMNS)
     for number, cue in enumerate(cues, start=1):
         subtitles.append(
             pysrt.SubRipItem(
                 index=number,
                 start=pysrt.SubRipTime.from_ordinal(cue.start_ms),
                 end=pysrt.SubRipTime.from_ordinal(cue.end_ms),
-                text=cue.text(str),  # SRT has no escapes: players show "<" and "&" as they are
+                # SRT has no escapes: players show "<" and "&" as they are
+                text=_srt_label(cue.speaker) + cue.text(str),
             )
         )
     subtitles.write_into(stream, eol="\n")
 
 
 def write_vtt(transcript: Transcript, stream: TextIO, options: WriterOptions) -> None:
-    """WebVTT: a ``WEBVTT`` header, then cues with ``HH:MM:SS.mmm`` times."""
+    """WebVTT: a ``WEBVTT`` header, then cues with ``HH:MM:SS.mmm`` times; with speakers,
+    each cue opens with a voice tag, ``<v SPEAKER_00>``."""
     stream.write("WEBVTT\n\n")
     for cue in shape_cues(transcript.segments, options.subtitles, end_s=transcript.duration_s):
         start, end = _timestamp(cue.start_ms, "."), _timestamp(cue.end_ms, ".")
-        stream.write(f"{start} --> {end}\n{cue.text(_vtt_escape)}\n\n")
+        voice = f"<v {cue.speaker}>" if cue.speaker is not None else ""
+        stream.write(f"{start} --> {end}\n{voice}{cue.text(_vtt_escape)}\n\n")
 
 
 def write_tsv(transcript: Transcript, stream: TextIO, options: WriterOptions) -> None:
     """Tab-separated start/end in integer milliseconds and text, like openai-whisper.
 
-    Plain TSV (no quoting): tabs and line breaks in the text become spaces.
+    Plain TSV (no quoting): tabs and line breaks in the text become spaces.  With speakers, a
+    fourth column, ``speaker``.
     """
-    stream.write("start\tend\ttext\n")
+    labelled = transcript.speakers is not None
+    stream.write("start\tend\ttext\tspeaker\n" if labelled else "start\tend\ttext\n")
     for segment in transcript.segments:
         text = " ".join(segment.text.split())
-        stream.write(f"{_ms(segment.start)}\t{_ms(segment.end)}\t{text}\n")
+        speaker = f"\t{segment.speaker or ''}" if labelled else ""
+        stream.write(f"{_ms(segment.start)}\t{_ms(segment.end)}\t{text}{speaker}\n")
 
 
 def transcript_json(transcript: Transcript) -> dict:
@@ -84,6 +116,8 @@ def transcript_json(transcript: Transcript) -> dict:
     segments = []
     for index, segment in enumerate(transcript.segments):
         entry = {"id": index, "start": _seconds(segment.start), "end": _seconds(segment.end), "text": segment.text}
+        if transcript.speakers is not None:
+            entry["speaker"] = segment.speaker
         if segment.words is not None:
             entry["words"] = [
                 {
@@ -91,10 +125,15 @@ def transcript_json(transcript: Transcript) -> dict:
                     "start": _seconds(word.start),
                     "end": _seconds(word.end),
                     "probability": round(word.probability, _PROBABILITY_DIGITS),
+                    **({"speaker": word.speaker} if transcript.speakers is not None else {}),
                 }
                 for word in segment.words
             ]
         segments.append(entry)
+    speakers = {}
+    if transcript.speakers is not None:
+        speakers = {"speakers": [{"label": speaker.label, "talk_time": _seconds(speaker.talk_s)}
+                                 for speaker in transcript.speakers]}
     return {
         "text": transcript.text,
         "language": transcript.language,
@@ -103,6 +142,7 @@ def transcript_json(transcript: Transcript) -> dict:
         "source": transcript.source,
         "options": transcript.options,
         **({"decoding": transcript.decoding} if transcript.decoding else {}),
+        **speakers,
         "segments": segments,
     }
 
@@ -132,6 +172,11 @@ def _seconds(seconds: float) -> float:
     return _ms(seconds) / MS_PER_S
 
 
+def write_rttm(transcript: Transcript, stream: TextIO, options: WriterOptions) -> None:
+    """RTTM, the diarization format: one ``SPEAKER`` line per speaker turn (``--speakers``)."""
+    write_turns(transcript.turns or [], transcript.source, stream)
+
+
 Writer = Callable[[Transcript, TextIO, WriterOptions], None]
 WRITERS: dict[str, Writer] = {
     "txt": write_txt,
@@ -139,20 +184,25 @@ WRITERS: dict[str, Writer] = {
     "vtt": write_vtt,
     "json": write_json,
     "tsv": write_tsv,
+    "rttm": write_rttm,
 }
+# Formats that only speaker labels give: not in "all" without --speakers.
+SPEAKER_FORMATS = frozenset({"rttm"})
 
 
-def parse_formats(value: str) -> list[str]:
-    """``"srt,vtt"`` -> ["srt", "vtt"]; ``"all"`` -> every format."""
+def parse_formats(value: str, speakers: bool = False) -> list[str]:
+    """``"srt,vtt"`` -> ["srt", "vtt"]; ``"all"`` -> every format (rttm with ``speakers``)."""
     names = [name.strip().lower().lstrip(".") for name in value.split(",") if name.strip()]
     if "all" in names:
-        return list(WRITERS)
+        return [name for name in WRITERS if speakers or name not in SPEAKER_FORMATS]
     unknown = [name for name in names if name not in WRITERS]
     if unknown or not names:
         raise UsageError(
             f"--format {value}: unknown format {', '.join(unknown) or '(none)'}; "
             f"choose from {', '.join(WRITERS)} or all"
         )
+    if not speakers and SPEAKER_FORMATS.intersection(names):
+        raise UsageError(f"--format {value}: rttm holds speaker turns: add --speakers")
     return list(dict.fromkeys(names))
 
 

@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Before torch loads OpenMP (as dw's own CLI does): idle threads sleep instead of spinning.  On
+# this 2-core machine under load (load average 8.5) one torch.isin over a 51,866-token
+# vocabulary, which transformers' generate() runs at every step, took 1.06 s with spinning
+# threads and 0.017 s with sleeping ones.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.pop("DW_DEBUG", None)
 
@@ -37,6 +42,12 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    # A test that starts dw as a process of its own (the dw_env fixture) pays for importing
+    # torch and loading the model again: it is slow, whatever it checks (``-m "not slow"`` is
+    # the fast path; make test and CI run everything).
+    for item in items:
+        if "dw_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -122,6 +133,15 @@ def random_model_dir(tmp_path_factory, offline_model) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"):
         shutil.copy(offline_model.path / name, target / name)
     return target
+
+
+@pytest.fixture(scope="session")
+def tokenizer_files(tmp_path_factory) -> dict[str, Path]:
+    """tokenizer.json of the English-only ("english"), large-v2's ("v2") and large-v3's ("v3")
+    vocabulary, built from openai-whisper's BPE files (tests/whisper_vocab.py)."""
+    from whisper_vocab import write_tokenizers
+
+    return write_tokenizers(tmp_path_factory.mktemp("whisper-vocabularies"))
 
 
 def normalize(text: str) -> str:

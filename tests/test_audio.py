@@ -127,3 +127,94 @@ def test_a_file_that_decodes_to_nothing_is_an_error_unless_its_header_is_audio(t
     with wave.open(str(tmp_path / "empty.wav"), "wb") as empty:
         empty.setnchannels(1), empty.setsampwidth(2), empty.setframerate(16000)
     assert sum(len(block) for block in decode_blocks(str(tmp_path / "empty.wav"))) == 0
+
+
+# -- media as it comes (issue 28) --------------------------------------------------------
+@pytest.mark.parametrize("name,codec,container", [("book.m4b", "aac", "mp4"), ("film.ogv", "libopus", "ogg"),
+                                                  ("phone.3gpp", "aac", "3gp"), ("song.mpga", "libmp3lame", "mp3")])
+def test_the_extensions_a_folder_search_added_decode(tmp_path, jfk_audio, name, codec, container):
+    from media import audio_file
+
+    path = audio_file(tmp_path / name, jfk_audio[: 3 * SAMPLE_RATE], codec, container,
+                      rate=48000 if codec == "libopus" else 16000)
+    assert len(load_audio(path)) / SAMPLE_RATE == pytest.approx(3.0, abs=0.1)
+
+
+def test_non_finite_samples_are_cleaned_and_counted(tmp_path, jfk_audio):
+    """One NaN and one infinity in a float WAV: silence and full scale, counted."""
+    from dwcli.audio import DecodeReport
+    from media import float_wav
+
+    samples = jfk_audio[: 2 * SAMPLE_RATE].copy()
+    samples[100], samples[200], samples[300] = np.nan, np.inf, -np.inf
+    report = DecodeReport()
+    decoded = np.concatenate(list(decode_blocks(float_wav(tmp_path / "poisoned.wav", samples), report)))
+    assert np.isfinite(decoded).all() and report.non_finite_samples == 3
+    assert (decoded[100], decoded[200], decoded[300]) == (0.0, 1.0, -1.0)
+    assert np.array_equal(np.delete(decoded, [100, 200, 300]), np.delete(samples, [100, 200, 300]))
+
+
+def test_a_wav_header_that_declares_more_than_the_file_holds_is_truncated(tmp_path, jfk_audio):
+    """FFmpeg caps a WAV's duration at its size: the header's own data size tells a copy cut
+    short (or a header that says 60 s over 4 s); a streamed WAV (sizes unknown) is whole."""
+    import struct
+
+    from conftest import wav_bytes
+
+    whole = wav_bytes(jfk_audio[: 4 * SAMPLE_RATE])
+    cut, lie, streamed = tmp_path / "cut.wav", tmp_path / "lie.wav", tmp_path / "streamed.wav"
+    cut.write_bytes(whole[: len(whole) // 2])
+    lie.write_bytes(whole[:40] + struct.pack("<I", 60 * SAMPLE_RATE * 2) + whole[44:])
+    streamed.write_bytes(wav_bytes(jfk_audio[: 4 * SAMPLE_RATE], streamed=True))
+    for path, decoded_s, declared_s in ((cut, 2.0, 4.0), (lie, 4.0, 60.0)):
+        with pytest.raises(MediaError) as raised:
+            load_audio(path)
+        assert str(raised.value) == (f"{path}: decoded {decoded_s} s of the {declared_s} s its container declares "
+                                     "(truncated, damaged or still being written); --allow-partial transcribes what "
+                                     "there is")
+    assert len(load_audio(streamed)) == 4 * SAMPLE_RATE
+    assert len(load_audio(cut, allow_partial=True)) == pytest.approx(2 * SAMPLE_RATE, abs=50)  # less the header
+
+
+def test_a_video_whose_audio_ends_early_is_whole(tmp_path, jfk_audio):
+    """Matroska writes no stream durations; FFmpeg copies the container's (the pictures')
+    in: the audio's own DURATION tag is what it declares.  As MP4 it passed already."""
+    from dwcli.audio import DecodeReport
+    from media import video_with_audio
+
+    for name in ("credits.mkv", "credits.mp4"):
+        report = DecodeReport()
+        samples = sum(len(block) for block in decode_blocks(video_with_audio(tmp_path / name, [jfk_audio], 16.0),
+                                                            report))
+        assert samples / SAMPLE_RATE == pytest.approx(11.0, abs=0.1) and not report.short
+        assert report.placement.duration_s(report.decoded_s) == pytest.approx(16.0, abs=0.01)
+
+
+def test_audio_that_starts_after_the_pictures_is_placed_on_their_timeline(tmp_path, jfk_audio):
+    from dwcli.audio import DecodeReport
+    from media import video_with_audio
+
+    report = DecodeReport()
+    list(decode_blocks(video_with_audio(tmp_path / "late.mp4", [jfk_audio], 16.0, audio_start_s=4.94), report))
+    # 4.94 s less AAC's 1024 priming samples (64 ms at 16 kHz), which the stream starts with.
+    assert report.placement.start_s == pytest.approx(4.94 - 1024 / SAMPLE_RATE, abs=0.001)
+    assert report.placement.duration_s(report.decoded_s) == 16.0
+    audio_only = DecodeReport()
+    list(decode_blocks(encode_audio(jfk_audio, tmp_path / "jfk.mp3", "libmp3lame", rate=44100), audio_only))
+    assert audio_only.placement.start_s == 0.0 and audio_only.placement.container_s is None
+
+
+def test_the_players_audio_track_or_the_one_asked_for(tmp_path, jfk_audio):
+    from dwcli.audio import DecodeReport
+    from media import video_with_audio
+
+    silence = np.zeros(4 * SAMPLE_RATE, np.float32)
+    path = video_with_audio(tmp_path / "two.mkv", [jfk_audio[: 4 * SAMPLE_RATE], silence], 4.0)
+    report = DecodeReport()
+    first = np.concatenate(list(decode_blocks(path, report)))
+    assert (report.audio_track, report.audio_tracks) == (0, 2) and np.abs(first).max() > 0.1
+    second = load_audio(path, audio_track=1)
+    assert np.abs(second).max() < 0.01
+    with pytest.raises(MediaError) as raised:
+        load_audio(path, audio_track=2)
+    assert str(raised.value) == f"{path}: no audio track 2; it has 2 audio tracks (--audio-track 0 to 1)"

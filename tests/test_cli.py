@@ -58,8 +58,8 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
 @pytest.mark.parametrize(
     "args, env, error",
     [
-        (["x.wav", "--format", "xyz"], {}, "--format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv or all"),
-        (["x.wav"], {"DW_FORMAT": "srt,doc"}, "--format srt,doc: unknown format doc; choose from txt, srt, vtt, json, tsv or all"),
+        (["x.wav", "--format", "xyz"], {}, "--format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv, rttm or all"),
+        (["x.wav"], {"DW_FORMAT": "srt,doc"}, "--format srt,doc: unknown format doc; choose from txt, srt, vtt, json, tsv, rttm or all"),
         ([], {}, "no input: name files, folders or - (standard input), or use --from-list"),
         (["x.wav", "--task", "sing"], {}, "--task sing: expected transcribe or translate"),
         (["x.wav", "--quantize", "int4"], {}, "--quantize int4: expected auto, none or int8"),
@@ -70,6 +70,8 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         (["x.wav", "--batch-size", "100000"], {}, "--batch-size 100000: expected 0 (auto) to 256"),
         (["x.wav", "--workers", "-5"], {}, "--workers -5: expected -1 (auto), 0 (none) or more"),
         (["x.wav", "-o", ""], {}, "--output-dir: give a folder (an empty name would mean the current one)"),
+        (["x.wav", "--audio-track", "-1"], {}, "--audio-track -1: expected 0 or more (0 is the first audio track)"),
+        (["x.wav"], {"DW_AUDIO_TRACK": "-2"}, "--audio-track -2: expected 0 or more (0 is the first audio track)"),
         (["x.wav", "--temperature", "0.4,0.2"], {}, "--temperature 0.4,0.2: expected rising non-negative numbers, e.g. 0,0.2,0.4"),
         (["x.wav", "--vad-threshold", "1.5"], {}, "--vad-threshold 1.5: expected a probability between 0 and 1"),
         (["x.wav", "--long-form", "sideways"], {}, "--long-form sideways: expected chunked or sequential"),
@@ -82,6 +84,17 @@ def test_transcribe_help_has_examples_exit_statuses_and_variables():
         (["a.wav", "b.wav", "--stdout"], {}, "writing to standard output takes exactly one input"),
         (["-", "--from-list", "-"], {}, "standard input cannot hold both the media and the --from-list"),
         (["--from-list", "/nonexistent/list.txt"], {}, "--from-list /nonexistent/list.txt: No such file or directory"),
+        (["x.wav", "--speakers", "--num-speakers", "0"], {}, "--num-speakers 0: expected 1 or more"),
+        (["x.wav"], {"DW_SPEAKERS": "1", "DW_NUM_SPEAKERS": "0"}, "--num-speakers 0: expected 1 or more"),
+        (["x.wav", "--speakers", "--min-speakers", "3", "--max-speakers", "2"], {},
+         "--min-speakers 3: above --max-speakers 2"),
+        (["x.wav", "--speakers", "--num-speakers", "2", "--max-speakers", "3"], {},
+         "--num-speakers 2: fixes the count, so --min-speakers and --max-speakers cannot be given with it"),
+        (["x.wav", "--speakers", "--task", "translate"], {},
+         "--speakers needs word timestamps, which a translation (--task translate) does not have"),
+        (["x.wav", "--speakers", "--no-vad"], {}, "--speakers needs speech detection: drop --no-vad"),
+        (["x.wav", "--num-speakers", "2"], {}, "--num-speakers needs --speakers"),
+        (["x.wav", "--format", "srt,rttm"], {}, "--format srt,rttm: rttm holds speaker turns: add --speakers"),
     ],
 )
 def test_usage_errors_are_one_exact_line_and_exit_2(args, env, error):

@@ -59,3 +59,19 @@ def test_quiet_speech_is_transcribed(engine, jfk, level_dbfs):
     features = log_mel_batch([quiet], engine.n_mels)
     (result,) = engine.transcribe(features, [Window(0, 0.0, quiet)], DecodingOptions())
     assert "what your country can do for you" in " ".join(segment.text for segment in result.segments).lower()
+
+
+@pytest.mark.parametrize("keep", [[1, 0, 1, 1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 1, 0, 0], [1, 0, 0, 0]])
+def test_leaving_rows_are_replaced_by_the_last_survivors_consistently(keep):
+    """RowShrink moves only the last survivors into the leavers' places; every per-row
+    tensor (row ids, caches along dim 1) ends up with the same survivors in the same order."""
+    from dwcli.decoding.runtime import RowShrink
+
+    keep = torch.tensor(keep, dtype=torch.bool)
+    rows = torch.arange(len(keep))
+    caches = torch.arange(len(keep)).repeat(2, 1)[:, :, None].expand(2, len(keep), 3).clone()  # (layers, rows, 3)
+    shrink = RowShrink(keep)
+    survivors, moved = shrink.apply(rows), shrink.apply(caches, dim=1)
+    assert sorted(survivors.tolist()) == keep.nonzero()[:, 0].tolist()
+    assert (moved == survivors[None, :, None]).all()
+    assert len(shrink.into) == int((~keep[: int(keep.sum())]).sum())  # only the leavers' places are written

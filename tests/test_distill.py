@@ -38,7 +38,7 @@ def test_layers_are_maximally_spaced_and_heads_follow_them():
 def distilled(manifest, offline_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("student") / "tiny-2l"
     result = invoke("distill", "--teacher", "offline:tiny.en", "--train", str(manifest), "--eval", str(manifest),
-                    "--out", str(out), "--augment", "clean,speed1.1", "--steps", "12", "--batch-size", "2",
+                    "--out", str(out), "--augment", "clean,speed1.1", "--steps", "12", "--train-batch-size", "2",
                     "--warmup-steps", "2", "--learning-rate", "3e-4", "--eval-steps", "12", "--checkpoint-steps", "6",
                     "--device", "cpu")
     return result, out
@@ -71,7 +71,7 @@ def test_labels_are_kept_and_resumed(distilled):
 def test_a_rerun_resumes_instead_of_starting_over(distilled, manifest):
     _, out = distilled
     result = invoke("distill", "--teacher", "offline:tiny.en", "--train", str(manifest), "--out", str(out),
-                    "--augment", "clean,speed1.1", "--steps", "12", "--batch-size", "2", "--device", "cpu")
+                    "--augment", "clean,speed1.1", "--steps", "12", "--train-batch-size", "2", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     assert "resumed at step 12 of 12" in result.stderr
 

@@ -285,3 +285,263 @@ def test_allow_partial_transcribes_a_truncated_file_and_marks_it(speech, dw_env,
     assert len(data["text"].split()) > 50
     assert (f"dw: note: {cut}: transcribed {decoding['decoded_s']:.1f} s of the {decoding['declared_s']:.1f} s its "
             "container declares (marked partial in JSON)") in stderr
+
+
+# -- media as it comes (issue 28): real videos, odd WAVs, folders as users keep them ----------
+def _json_lines(stderr: bytes) -> list[dict]:
+    """Every stderr line of a --log-json run, parsed: a plain line (a warning, a traceback)
+    fails the test here."""
+    return [json.loads(line) for line in stderr.decode().splitlines()]
+
+
+def _errors(events: list[dict]) -> list[str]:
+    return sorted(event["error"] for event in events if event["event"] == "file" and event["status"] == "failed")
+
+
+def _statuses(events: list[dict]) -> dict[str, str]:
+    return {event["source"]: event["status"] for event in events if event["event"] == "file"}
+
+
+@pytest.fixture(scope="module")
+def clips(speech):
+    from dwcli.audio import load_audio
+
+    return {"jfk": load_audio(speech["jfk.flac"]["path"]), "other": load_audio(speech["61-70968-0000.wav"]["path"])}
+
+
+def _media_folder(root: Path, clips) -> dict[str, Path]:
+    """A folder as a user with real videos keeps it, and two WAVs named like outputs."""
+    import struct
+
+    import numpy as np
+
+    from conftest import wav_bytes
+    from media import audio_file, float_wav, video_with_audio
+
+    folder, named = root / "in", root / "named"
+    folder.mkdir()
+    named.mkdir()
+    jfk, other = clips["jfk"], clips["other"]
+    head = jfk[: 4 * 16000]  # "And so my fellow Americans"
+    poisoned = head.copy()
+    poisoned[16000], poisoned[2 * 16000] = np.nan, np.inf
+    paths = {
+        "late": video_with_audio(folder / "late.mp4", [jfk], 16.0, audio_start_s=4.94),
+        "short": video_with_audio(folder / "short.mkv", [head], 8.0),
+        "tracks": video_with_audio(folder / "tracks.mkv", [head, other[: 4 * 16000]], 4.0),
+        "nan": float_wav(folder / "nan.wav", poisoned),
+        "streamed": folder / "streamed.wav",
+        "cut": folder / "cut.wav",
+        "lie": folder / "lie.wav",
+        "gone": folder / "gone.wav",
+        "loop": folder / "loop.mp3",
+        "notes": named / "notes.txt",
+        "clip": named / "clip.json",
+    }
+    paths["streamed"].write_bytes(wav_bytes(head, streamed=True))
+    whole = wav_bytes(head)
+    paths["cut"].write_bytes(whole[: len(whole) // 2])  # a copy cut short (head -c)
+    lie = bytearray(whole)
+    lie[40:44] = struct.pack("<I", 60 * 16000 * 2)  # the data chunk says 60 s
+    paths["lie"].write_bytes(bytes(lie))
+    for extension, codec, container in [("m4b", "aac", "mp4"), ("ogv", "libopus", "ogg"), ("3gpp", "aac", "3gp"),
+                                        ("mpga", "libmp3lame", "mp3")]:
+        paths[extension] = audio_file(folder / f"book.{extension}", head, codec, container,
+                                      rate=48000 if codec == "libopus" else 16000)
+    for name, text in [("readme.txt", "not media\n"), ("talk.srt", "1\n00:00:00,000 --> 00:00:01,000\nhi\n"),
+                       ("cover.jpg", "\xff\xd8\xff"), ("data.json", "{}")]:
+        (folder / name).write_text(text)
+    paths["gone"].symlink_to(folder / "nowhere.wav")
+    paths["loop"].symlink_to(paths["loop"])
+    paths["notes"].write_bytes(wav_bytes(other[: 3 * 16000]))
+    paths["clip"].write_bytes(wav_bytes(other[: 3 * 16000]))
+    return paths
+
+
+def _cue_starts(path: Path) -> list[float]:
+    """Start of each cue of an SRT or VTT file, in seconds."""
+    import re
+
+    starts = re.findall(r"^(\d\d):(\d\d):(\d\d)[,.](\d\d\d) -->", path.read_text(), flags=re.M)
+    return [int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for h, m, s, ms in starts]
+
+
+def test_media_as_it_comes_in_one_batch(clips, dw_env, tmp_path):
+    """Issue 28's cases in one run (and a --skip-existing rerun): no input written over,
+    subtitles on the video's clock, truncation judged by the audio's own header, every
+    audio and video container of a folder found and nothing else, broken links said, a
+    poisoned sample cleaned, several audio tracks said, and every stderr line JSON though
+    --workers asks for more processes than there are cores."""
+    from dwcli.devices import cores_for_this_process
+
+    paths = _media_folder(tmp_path, clips)
+    originals = {key: paths[key].read_bytes() for key in ("notes", "clip")}
+    command = ["dw", "transcribe", "in", "named/notes.txt", "named/clip.json", "--format", "all", "--log-json",
+               "--workers", "64", *MODEL]
+    result = subprocess.run(command, env=dw_env, capture_output=True, timeout=WAIT_S, cwd=tmp_path)
+    events = _json_lines(result.stderr)
+    assert result.returncode == 1, result.stderr.decode()
+    declared = "its container declares (truncated, damaged or still being written); --allow-partial transcribes what there is"
+    assert _errors(events) == sorted([
+        "in/gone.wav: broken symbolic link",  # (6) inside a folder too
+        "in/loop.mp3: symbolic link loop",
+        f"in/cut.wav: decoded 2.0 s of the 4.0 s {declared}",  # (4) the WAV header's own size
+        f"in/lie.wav: decoded 4.0 s of the 60.0 s {declared}",
+    ])
+    ok = {source for source, status in _statuses(events).items() if status == "ok"}
+    # (9) every container a folder holds, nothing that is not media; (8) the MKV whose audio
+    # ends before its pictures is whole.
+    assert ok == {"in/late.mp4", "in/short.mkv", "in/tracks.mkv", "in/nan.wav", "in/streamed.wav", "in/book.m4b",
+                  "in/book.ogv", "in/book.3gpp", "in/book.mpga", "named/notes.txt", "named/clip.json"}
+    notes = [event["message"] for event in events if event["event"] == "note"]
+    expected = [
+        "in/nan.wav: 2 sample(s) that were not numbers (NaN) or infinite replaced by silence or full scale",  # (2)
+        "in/tracks.mkv: transcribed audio track 0 of its 2 (counted from 0; --audio-track N picks another)",  # (7)
+    ]
+    cores = cores_for_this_process()
+    if cores < 13:  # (12) more files to decode than cores: the cap is said (else one process per file)
+        expected.insert(0, f"--workers 64: {cores} decoding process(es), one per CPU core this process may use")
+    assert notes == expected
+    # (1) the inputs named like outputs are untouched; their outputs keep the full name.
+    assert {key: paths[key].read_bytes() for key in ("notes", "clip")} == originals
+    for key in ("notes", "clip"):
+        assert "confused complaint" in Path(f"{paths[key]}.txt").read_text()
+        assert json.loads(Path(f"{paths[key]}.json").read_text())["source"] == f"named/{paths[key].name}"
+    # (3) the video's clock: the audio starts 4.94 s after the pictures, the file lasts 16 s.
+    late = json.loads((tmp_path / "in/late.json").read_text())
+    assert late["duration"] == 16.0 and 5.0 < late["segments"][0]["start"] < 5.6, late
+    assert late["decoding"] == {"audio_start_s": pytest.approx(4.94, abs=0.07)}
+    for subtitles in ("late.srt", "late.vtt"):
+        assert _cue_starts(tmp_path / "in" / subtitles)[0] == late["segments"][0]["start"]
+    tsv = (tmp_path / "in/late.tsv").read_text().splitlines()
+    assert int(tsv[1].split("\t")[0]) == round(late["segments"][0]["start"] * 1000)
+    short = json.loads((tmp_path / "in/short.json").read_text())
+    assert short["duration"] == 8.0 and "fellow americans" in short["text"].lower()
+    # (2) the poisoned samples did not poison the file; (7) the default track, recorded.
+    nan = json.loads((tmp_path / "in/nan.json").read_text())
+    assert nan["decoding"] == {"non_finite_samples_replaced": 2} and "fellow americans" in nan["text"].lower()
+    tracks = json.loads((tmp_path / "in/tracks.json").read_text())
+    assert tracks["decoding"] == {"audio_track": 0, "audio_tracks": 2} and "fellow" in tracks["text"].lower()
+    for extension in ("m4b", "ogv", "3gpp", "mpga"):
+        assert "fellow americans" in (tmp_path / f"in/book.{extension}.txt").read_text().lower()
+    assert sorted(path.name for path in (tmp_path / "in").iterdir()
+                  if path.name.startswith(("readme", "talk", "cover", "data"))) == [
+        "cover.jpg", "data.json", "readme.txt", "talk.srt"]  # not taken for media: no outputs
+
+    # (5) New content of the same length with the old time put back is done again.
+    before = os.stat(paths["streamed"])
+    from conftest import wav_bytes
+
+    paths["streamed"].write_bytes(wav_bytes(clips["other"][: 4 * 16000], streamed=True))
+    os.utime(paths["streamed"], ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(paths["streamed"]).st_size == before.st_size
+    again = subprocess.run([*command, "--skip-existing"], env=dw_env, capture_output=True, timeout=WAIT_S,
+                           cwd=tmp_path)
+    events = _json_lines(again.stderr)
+    statuses = _statuses(events)
+    assert again.returncode == 1 and statuses["in/streamed.wav"] == "ok", again.stderr.decode()
+    assert {source for source, status in statuses.items() if status == "skipped"} == ok - {"in/streamed.wav"}
+    assert "confused complaint" in (tmp_path / "in/streamed.txt").read_text()
+
+
+def test_an_audio_track_is_chosen_or_refused(clips, dw_env, tmp_path):
+    """--audio-track 1 reads the second track; a file without one fails, saying what it has."""
+    from media import video_with_audio
+
+    video = video_with_audio(tmp_path / "talk.mkv", [clips["jfk"][: 4 * 16000], clips["other"][: 4 * 16000]], 4.0)
+    single = video_with_audio(tmp_path / "solo.mp4", [clips["jfk"][: 4 * 16000]], 4.0)
+    result = subprocess.run(["dw", "transcribe", str(video), str(single), "--audio-track", "1", "-f", "json", *MODEL],
+                            env=dw_env, capture_output=True, timeout=WAIT_S)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("Error:")] == [
+        f"Error: {single}: no audio track 1; it has 1 audio track (--audio-track 0)"]
+    assert f"dw: note: {video}: transcribed audio track 1 of its 2 (counted from 0; --audio-track N picks another)" \
+        in stderr.splitlines()
+    data = json.loads((tmp_path / "talk.json").read_text())
+    assert data["decoding"] == {"audio_track": 1, "audio_tracks": 2} and "confused" in data["text"]
+
+
+def test_sequential_subtitles_are_on_the_videos_clock_too(engine, clips, tmp_path):
+    from media import video_with_audio
+
+    video = video_with_audio(tmp_path / "late.mp4", [clips["jfk"]], 16.0, audio_start_s=4.94)
+    files = discover([str(video)], tmp_path / "out", ("srt", "json")).files
+    options = TranscribeOptions(formats=("srt", "json"), batch_size=2, workers=0, long_form="sequential")
+    summary = transcribe_files(files, engine, options, _Outcomes())
+    assert summary.ok == 1
+    data = json.loads((tmp_path / "out/late.json").read_text())
+    assert data["duration"] == 16.0 and 5.0 < data["segments"][0]["start"] < 5.6, data
+    assert _cue_starts(tmp_path / "out/late.srt")[0] == data["segments"][0]["start"]
+
+
+def test_a_window_the_model_raises_on_fails_only_its_file(engine, speech, tmp_path):
+    """The model's sampler refuses NaN (``probability tensor contains either inf, nan``):
+    a batch holding such a window is tried again file by file, and only its file fails."""
+    import torch
+
+    from dwcli.decoding import DecodingOptions
+    from dwcli.sources import Reading, WindowItem
+    from dwcli.workers import file_items
+
+    paths = _clips(speech, tmp_path / "in", ("jfk.flac", "61-70968-0000.wav"))
+    files = discover([str(path) for path in paths], tmp_path / "out").files
+    poisoned = next(index for index, media in enumerate(files) if media.source.endswith(".wav"))
+    items = []
+    for index, media in enumerate(files):
+        for item in file_items(index, media, Reading("chunked", engine.n_mels)):
+            if isinstance(item, WindowItem) and index == poisoned:
+                item.features[:] = torch.nan
+            items.append(item)
+    # 16 tokens: the greedy pass over the poisoned window (decoded twice: in the batch, then
+    # alone) is short, and the fallback's sampler meets the NaN as in a full run.
+    options = TranscribeOptions(batch_size=4, workers=0, decoding=DecodingOptions(timestamps=False, max_new_tokens=16))
+    reporter = _Outcomes()
+    summary = transcribe_files(files, engine, options, reporter, stream=iter(items))
+    assert (summary.ok, summary.failed) == (1, 1)
+    [failed] = [outcome for outcome in reporter.outcomes if outcome.status == "failed"]
+    assert failed.message == (f"{files[poisoned].label}: the model failed on it (RuntimeError: probability tensor "
+                              "contains either `inf`, `nan` or element < 0)")
+    assert "fellow americans" in files[1 - poisoned].output_path("txt").read_text().lower()
+
+
+def test_an_output_dir_that_is_a_file_is_a_usage_error(dw_env, tmp_path):
+    taken = tmp_path / "subs.txt"
+    taken.write_text("my notes\n")
+    _exact_usage_error(dw_env, ["x.wav", "-o", str(taken)], f"--output-dir {taken}: a file, not a folder")
+    _exact_usage_error(dw_env, ["x.wav", "-o", str(taken / "srt")], f"--output-dir {taken / 'srt'}: {taken} is a "
+                                                                     "file, not a folder")
+    assert taken.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("place", ["a file", "read-only", "HOME a file"])
+def test_an_unusable_model_cache_is_one_line(jfk, dw_env, tmp_path, place):
+    env = {key: value for key, value in dw_env.items() if key not in ("DW_CACHE_DIR", "XDG_CACHE_HOME")}
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    if place == "a file":
+        env["DW_CACHE_DIR"] = cache = str(blocker)
+        reason = "Not a directory"
+    elif place == "read-only":
+        if os.geteuid() == 0:  # root writes through permissions: sysfs refuses even root
+            env["DW_CACHE_DIR"] = cache = "/sys/dw-cache"
+            reason = "Operation not permitted"
+        else:
+            (tmp_path / "locked").mkdir(mode=0o555)
+            env["DW_CACHE_DIR"] = cache = str(tmp_path / "locked")
+            reason = "Permission denied"
+    else:
+        env["HOME"] = str(blocker)
+        cache = f"{blocker}/.cache/dw"
+        reason = "Not a directory"
+    result = subprocess.run(["dw", "transcribe", str(jfk["path"]), "-o", str(tmp_path / "out"), *MODEL], env=env,
+                            capture_output=True, timeout=WAIT_S)
+    assert (result.returncode, result.stderr.decode()) == (3, (
+        f"Error: cannot write the converted model into dw's cache {cache} ({reason}); set DW_CACHE_DIR to a folder "
+        "dw can write to\n"))
+
+
+def test_workers_are_capped_at_the_usable_cores():
+    assert TranscribeOptions(workers=64).for_device("cpu", cores=2).workers == 2
+    assert TranscribeOptions(workers=2).for_device("cuda:0", cores=16).workers == 2
+    assert TranscribeOptions(workers=0).for_device("cpu", cores=2).workers == 0

@@ -4,10 +4,13 @@ unreachable is not probed again on every run."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from dwcli import models
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
@@ -91,3 +94,45 @@ def test_a_remembered_unreachable_default_does_not_import_the_hub_client(dw_env,
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [models.OFFLINE_MODEL, "False"]
+
+
+def _hub_listing(name: str) -> dict[str, str]:
+    """A repository's file list (path -> size as the hub shows it), from tests/data/models."""
+    rows = (DATA / "models" / name).read_text().splitlines()
+    return dict(row.split("\t") for row in rows if row and not row.startswith("#"))
+
+
+def test_a_hub_download_fetches_one_weight_format():
+    """distil-large-v3's repository (its real file list) holds the weights four times over:
+    float16 safetensors, float32 safetensors, Flax and ONNX; dw fetches the configs, the
+    tokenizer and the float16 safetensors it loads: 1.51 GB of the 12.5 GB (the patterns before
+    this fetched both safetensors copies, 4.54 GB)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    listing = _hub_listing("distil-large-v3.hub-files.tsv")
+    fetched = sorted(filter_repo_objects(list(listing), allow_patterns=models.hub_patterns(list(listing))))
+    assert fetched == ["config.json", "generation_config.json", "model.safetensors", "preprocessor_config.json",
+                       "tokenizer.json"]
+    assert {name: listing[name] for name in fetched if name.endswith(".safetensors")} == {"model.safetensors": "1.51 GB"}
+    other_weights = [name for name in listing if name.endswith((".msgpack", ".onnx", ".onnx_data", ".bin"))
+                     or name == "model.fp32.safetensors"]
+    assert len(other_weights) == 11 and not set(other_weights) & set(fetched)
+
+
+@pytest.mark.parametrize("weights, expected", [
+    # openai/whisper-large-v3's layout: a single file, and float32 shards beside it.
+    (["model.safetensors", "model.safetensors.index.fp32.json", "model.fp32-00001-of-00002.safetensors",
+      "model.fp32-00002-of-00002.safetensors", "pytorch_model.bin"], ["model.safetensors"]),
+    (["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+      "pytorch_model.bin", "onnx/model-00001-of-00002.safetensors"],
+     ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]),
+    (["pytorch_model.bin", "tf_model.h5", "flax_model.msgpack"], ["pytorch_model.bin"]),
+])
+def test_the_weights_fetched_are_the_first_format_dw_loads(weights, expected):
+    """One format: a single safetensors file, else safetensors shards, else a PyTorch file
+    (what network reads, in its order)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    listing = ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json", *weights]
+    fetched = sorted(set(filter_repo_objects(listing, allow_patterns=models.hub_patterns(listing))) - set(listing[:4]))
+    assert fetched == expected

@@ -54,7 +54,7 @@ def test_a_checkpoint_that_is_not_whispers_is_refused(offline_model, tmp_path):
 
 
 def test_a_config_that_does_not_fit_the_weights_is_refused(offline_model, tmp_path):
-    folder = _copy(offline_model, tmp_path / "wide", lambda config: config.update(d_model=512))
+    folder = _copy(offline_model, tmp_path / "wide", lambda config: config.update(d_model=768))
     with pytest.raises(ValueError, match="shape"):
         network.load(folder)
 

@@ -103,10 +103,11 @@ def test_each_torchrun_rank_takes_its_own_gpu(monkeypatch, requested, expected):
     """Under torchrun, --device auto or cuda means this rank's GPU (cuda:LOCAL_RANK); an
     explicit index is kept (checked without a GPU: the device lookup is made up)."""
     from dwcli import plan
+    from dwcli.options import ModelChoice
     from dwcli.parallel import Rank
 
     monkeypatch.setattr(plan, "pick_device", lambda name: "cuda" if name == "auto" else name)
-    choice = plan.ModelChoice(None, None, requested, None, "auto", "auto", "auto")
+    choice = ModelChoice(None, None, requested, None, "auto", "auto", "auto")
     assert plan._devices(choice, Rank(3, 8, 3)) == [expected]
 
 

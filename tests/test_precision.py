@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from dwcli.errors import UsageError
-from dwcli.precision import Accelerator, plan_precision
+from dwcli.precision import Accelerator, cpu_multiplies_bfloat16, plan_precision
 
 CPU = Accelerator("cpu")
 CPU_AMX = Accelerator("cpu", cpu_bfloat16=True)
+CPU_AVX512 = Accelerator("cpu", cpu_avx512=True)
 T4 = Accelerator("cuda:1", cuda_capability=(7, 5), flash_attn=True)  # no native bfloat16, no flash-attention 2
 A100 = Accelerator("cuda:0", cuda_capability=(8, 0), flash_attn=True)
 A100_NO_FLASH = Accelerator("cuda:0", cuda_capability=(8, 0), flash_attn=False)
@@ -25,6 +26,44 @@ def test_bfloat16_only_where_the_cpu_has_it_natively():
     assert plan_precision(CPU_AMX).encoder_autocast == "bfloat16"
     assert plan_precision(CPU).encoder_autocast is None
     assert plan_precision(CPU, dtype="bf16").encoder_autocast == "bfloat16"  # asked for: emulated, but given
+
+
+ICE_LAKE_FLAGS = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bitalg"
+AVX2_ONLY_FLAGS = "flags\t\t: fpu sse2 avx avx2 fma f16c"
+
+
+@pytest.mark.parametrize(("cpuinfo", "native"), [
+    (ICE_LAKE_FLAGS, False),  # AVX-512 without bfloat16 instructions: oneDNN would emulate them
+    (AVX2_ONLY_FLAGS, False),
+    (ICE_LAKE_FLAGS + " avx512_bf16", True),  # Zen 4, Cooper Lake
+    (ICE_LAKE_FLAGS + " amx_bf16 amx_tile", True),  # Sapphire Rapids
+    ("Features\t: fp asimd bf16 i8mm", True),  # Arm with BF16
+])
+def test_bfloat16_is_native_only_with_its_instructions(cpuinfo, native):
+    """oneDNN calls bfloat16 supported on every AVX-512 CPU; emulated it made the encoder
+    2.3x slower than float32, so only the instructions themselves count."""
+    assert cpu_multiplies_bfloat16(f"processor\t: 0\n{cpuinfo}\n") is native
+
+
+def test_the_float32_cpu_encoder_runs_through_onnxruntime_unless_told_otherwise():
+    assert plan_precision(CPU).encoder_runtime == "onnxruntime"  # an AVX2-only CPU
+    assert plan_precision(CPU_AVX512).encoder_runtime == "torch"  # as fast, without ONNX Runtime's session
+    assert plan_precision(CPU_AVX512, runtime="onnxruntime").encoder_runtime == "onnxruntime"
+    assert plan_precision(CPU, runtime="torch").encoder_runtime == "torch"
+    assert plan_precision(CPU, assistant=True).encoder_runtime == "onnxruntime"
+    # bfloat16 autocast (native), int8 Linear layers and GPUs keep the PyTorch encoder.
+    assert plan_precision(CPU_AMX).encoder_runtime == "torch"
+    assert plan_precision(CPU, quantize="int8").encoder_runtime == "torch"
+    assert plan_precision(A100).encoder_runtime == "torch"
+    assert "encoder_runtime" not in plan_precision(CPU).recipe()  # the same transcripts: not a new recipe
+    with pytest.raises(UsageError, match=r"^--runtime onnxruntime runs the float32 encoder on a CPU only "
+                                         r"\(cuda:0: bfloat16\)$"):
+        plan_precision(A100, runtime="onnxruntime")
+    with pytest.raises(UsageError, match=r"^--runtime onnxruntime runs the float32 encoder on a CPU only "
+                                         r"\(cpu: bfloat16\)$"):
+        plan_precision(CPU, dtype="bf16", runtime="onnxruntime")
+    with pytest.raises(UsageError, match=r"^--runtime tvm: expected auto, torch or onnxruntime$"):
+        plan_precision(CPU, runtime="tvm")
 
 
 def test_int8_on_request_only_and_the_assistant_keeps_a_float_decoder():

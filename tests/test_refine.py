@@ -58,6 +58,22 @@ def test_edges_move_onto_the_speech_and_shared_borders_into_the_pause():
     assert (segments[1].start, segments[1].end) == pytest.approx((1.5, 2.5))
 
 
+def test_a_segment_that_starts_inside_speech_starts_at_its_onset():
+    """Whisper's first timestamp after a pause lands inside the first word: the segment
+    starts where that speech begins (reaching back over a pause shorter than 0.4 s), never
+    into speech an earlier segment holds."""
+    speech = [(0.0, 2.0), (3.0, 3.5), (3.7, 6.0), (6.0, 8.0)]
+    segments = [Segment(0.0, 2.1, "a"), Segment(4.1, 6.5, "b", _words((4.1, 5.0), (5.0, 6.5))),
+                Segment(6.5, 8.0, "c")]
+    refine.start_at_onsets(segments, speech)
+    assert segments[1].start == pytest.approx(2.9)  # back to 3.0 (across the 0.2 s pause), less the margin
+    assert segments[1].words[0].start == pytest.approx(2.9)  # with its first word
+    assert segments[2].start == pytest.approx(6.5)  # its speech began inside b: left alone
+    late = [Segment(0.0, 1.0, "a"), Segment(5.9, 7.0, "far")]  # more than 1.5 s in: not moved
+    refine.start_at_onsets(late, [(0.0, 1.0), (3.0, 7.0)])
+    assert late[1].start == pytest.approx(5.9)
+
+
 def test_a_window_maps_its_times_back_across_left_out_non_speech():
     """A window of two stretches (0-2 s and 10-12 s of the file): times after the join land
     after the left-out 8 s, and a segment across the join is split there by its words."""

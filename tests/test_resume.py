@@ -166,3 +166,47 @@ def test_vanished_source_is_not_skipped(media):
     _finish(media, Resume(_recipe()))
     Path(media.source).unlink()
     assert not Resume(_recipe(), True).is_done(media, FORMATS)
+
+
+def test_new_content_with_the_old_time_put_back_is_redone(media):
+    """touch -r, rsync -t and copies that keep times restore the modification time: same
+    size and time, other content.  The change time, inode and hash of the ends tell."""
+    _finish(media, Resume(_recipe()))
+    before = os.stat(media.source)
+    content = Path(media.source).read_bytes()
+    Path(media.source).write_bytes(content[::-1])  # the same length
+    os.utime(media.source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(media.source)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert not Resume(_recipe(), True).is_done(media, FORMATS)
+
+
+def test_a_file_replaced_by_another_is_redone(media, tmp_path):
+    """mv over it (a new inode), even with the same bytes at both ends and the same times."""
+    _finish(media, Resume(_recipe()))
+    replacement = tmp_path / "replacement.wav"
+    replacement.write_bytes(Path(media.source).read_bytes())
+    before = os.stat(media.source)
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, media.source)
+    assert not Resume(_recipe(), True).is_done(media, FORMATS)
+
+
+def test_a_record_without_the_whole_stamp_is_redone_once(media):
+    """Records from before dw kept inode, change time and hash cannot vouch for the source:
+    the file is done again once (its new record then stands)."""
+    resume = Resume(_recipe(), True)
+    _finish(media, resume)
+    data = json.loads(record_path(media).read_text())
+    for key in ("source_ctime_ns", "source_inode", "source_digest"):
+        del data[key]
+    record_path(media).write_text(json.dumps(data))
+    assert read_record(media).source is None and not resume.is_done(media, FORMATS)
+    _finish(media, resume)
+    assert resume.is_done(media, FORMATS)
+
+
+def test_the_audio_track_is_part_of_the_recipe(media):
+    _finish(media, Resume(_recipe()))
+    assert not Resume(_recipe(audio_track=1), True).is_done(media, FORMATS)
+    assert Resume(_recipe(audio_track=None), True).is_done(media, FORMATS)

@@ -54,7 +54,8 @@ def test_a_window_that_cuts_into_speech_may_end_after_its_last_complete_segment(
     assert in_pause.speech_end_s == pytest.approx(29.0)
 
     special = SpecialTokens(end_of_text=50256, start_of_transcript=50257, no_timestamps=50362, no_speech=50361,
-                            transcribe=None, translate=None, languages={}, start_of_previous=50360)
+                            transcribe=None, translate=None, languages={}, start_of_previous=50360,
+                            timestamp_begin=50363)
     rules = WhisperRules(special, [], [], 51864, "cpu")
     begin = special.timestamp_begin
     generated = torch.tensor([[begin, 400, begin + 1000, begin + 1000]])  # "<|0.00|> text <|20.00|><|20.00|>"

@@ -200,7 +200,7 @@ def test_workers_die_with_a_killed_dw(speech, dw_env, tmp_path):
 
 
 @pytest.mark.parametrize("args, status, error", [
-    (["--format", "xyz"], 2, "Error: --format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv or all\n"),
+    (["--format", "xyz"], 2, "Error: --format xyz: unknown format xyz; choose from txt, srt, vtt, json, tsv, rttm or all\n"),
     (["--model", "/nonexistent"], 3, "Error: model /nonexistent: no such checkpoint directory\n"),
 ])
 def test_exit_statuses_of_the_executable(jfk, dw_env, args, status, error):
@@ -225,12 +225,40 @@ sys.argv = ["dw"] + sys.argv[1:]
 from dwcli.cli import main
 
 def report():
-    heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "transformers", "numpy", "av"})
+    heavy = sorted({name.split(".")[0] for name in sys.modules} & {"torch", "transformers", "numpy", "av",
+                                                                   "onnxruntime", "onnx"})
     print(json.dumps(heavy), file=sys.stderr, flush=True)
 
 atexit.register(report)
 main()
 """
+
+
+# Says, on stderr, the OMP_WAIT_POLICY torch's OpenMP found when torch was first imported.
+_WAIT_POLICY_PROBE = """
+import os, sys
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("OMP_WAIT_POLICY at torch import:", os.environ.get("OMP_WAIT_POLICY"), file=sys.stderr, flush=True)
+            sys.meta_path.remove(self)
+        return None
+sys.meta_path.insert(0, Probe())
+sys.argv = ["dw"] + sys.argv[1:]
+from dwcli.cli import main
+main()
+"""
+
+
+def test_openmp_threads_sleep_when_idle_from_the_first_import_of_torch(dw_env, jfk, tmp_path):
+    """dw asks OpenMP for passive waits (idle threads sleep) before torch loads it: asked
+    later, it was ignored, and on a shared CPU spinning threads tripled dw's CPU time."""
+    env = {key: value for key, value in dw_env.items() if key != "OMP_WAIT_POLICY"}
+    result = subprocess.run([sys.executable, "-c", _WAIT_POLICY_PROBE, "transcribe", str(jfk["path"]), "-o",
+                             str(tmp_path), *MODEL], env=env, capture_output=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "OMP_WAIT_POLICY at torch import: PASSIVE" in result.stderr.decode()
+    assert (tmp_path / "jfk.txt").read_text().strip()
 
 
 @pytest.mark.parametrize("args, env", [

@@ -135,6 +135,10 @@ def run(body, messages) -> None:
     ``groups.Messages``."""
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # stdout carries results only: stray prints from libraries go to stderr
+    if messages.log_json:
+        from ..progress import warnings_as_events
+
+        warnings_as_events()
     _terminate_on_sigterm()
     try:
         status = body(real_stdout)
@@ -158,6 +162,11 @@ def prepare_process() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # Before anything imports torch (the run loop's modules do, at import): OpenMP reads its
+    # wait policy once, when torch loads it.  Set later, in a command's body, it never took
+    # effect, and on a shared 2-core machine spinning threads cost dw 3x the CPU time of
+    # faster-whisper on the long-form set (benchmarks/RESULTS.md, issue 27).
+    prepare_process()
     try:
         if _json_lines_asked():
             status = _main_logging_json()

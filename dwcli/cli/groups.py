@@ -21,13 +21,13 @@ import typer
 from ..decoding.options import DecodingOptions
 from ..errors import InvalidOption, UsageError
 from ..languages import LANGUAGES, TO_LANGUAGE_CODE
-from ..options import (LONG_FORM_MODES, ClusterOptions, LabelOptions, ModelChoice, SubtitleOptions, TrainOptions,
-                       TranscribeOptions, VadOptions, defaults)
+from ..options import (LONG_FORM_MODES, ClusterOptions, LabelOptions, ModelChoice, SpeakerOptions, SubtitleOptions,
+                       TrainOptions, TranscribeOptions, VadOptions, defaults)
 
 # Headings of --help and the man page, in the order they are shown.
-INPUTS, MODEL, CLUSTER, DECODING, SPEECH, SUBTITLES, TRAINING, LOGGING = (
-    "Inputs and outputs", "Model and device", "Cluster", "Decoding", "Speech detection", "Subtitles", "Training",
-    "Messages")
+INPUTS, MODEL, CLUSTER, DECODING, SPEECH, SPEAKERS, SUBTITLES, TRAINING, LOGGING = (
+    "Inputs and outputs", "Model and device", "Cluster", "Decoding", "Speech detection", "Speaker labels", "Subtitles",
+    "Training", "Messages")
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,15 @@ QUANTIZE = _flag(
     help="auto (none), none, or int8: dynamic int8 Linear layers on CPU. Measured with tiny.en on 2 cores: 0.5-0.8 "
          "WER points worse than the default on the dev sets (0.3-1.4 on others), 1.1-1.2x faster, and a transcript "
          "then depends on the other windows of its batch.")
-MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DEVICES, DTYPE, ATTENTION, QUANTIZE), ModelChoice)
-ONE_DEVICE_MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DTYPE, ATTENTION, QUANTIZE), ModelChoice)
+RUNTIME = _flag(
+    "runtime", str, ModelChoice.runtime, "--runtime", envvar="DW_RUNTIME", rich_help_panel=MODEL,
+    help="What runs the float32 encoder on a CPU: auto (ONNX Runtime on CPUs without AVX-512, exported once and "
+         "cached, PyTorch with a note where the export fails; PyTorch on AVX-512 CPUs), onnxruntime or torch. "
+         "Measured with tiny.en on 2 cores: ONNX Runtime 1.3-1.5x faster than PyTorch's AVX2 kernels, level with its "
+         "AVX-512 ones; the same transcripts.")
+MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DEVICES, DTYPE, ATTENTION, QUANTIZE, RUNTIME), ModelChoice)
+ONE_DEVICE_MODEL_GROUP = Group("choice", (MODEL_ID, ASSISTANT, DEVICE, DTYPE, ATTENTION, QUANTIZE, RUNTIME),
+                               ModelChoice)
 TEACHER = _flag("teacher", Optional[str], None, "--teacher", envvar="DW_TEACHER", rich_help_panel=MODEL,
                 help="The teacher: any model --model takes (offline:tiny.en on this machine).")
 
@@ -303,8 +310,15 @@ def _decoding(language, task, long_form, condition_on_previous_text, initial_pro
 _DECODING_FLAGS = (LANGUAGE, TASK, LONG_FORM, CONDITION, PROMPT, BEAM, TEMPERATURE, COMPRESSION, LOGPROB, NO_SPEECH)
 DECODING_GROUP = Group("decoding", _DECODING_FLAGS, _decoding)
 DECODING_WITH_WORDS_GROUP = Group("decoding", (*_DECODING_FLAGS[:5], WORDS, *_DECODING_FLAGS[5:]), _decoding)
-RUN_GROUP = Group("run_options", (BATCH_SIZE, WORKERS), lambda batch_size, workers: TranscribeOptions(
-    batch_size=batch_size, workers=workers))
+AUDIO_TRACK = _flag(
+    "audio_track", Optional[int], TranscribeOptions.audio_track, "--audio-track", envvar="DW_AUDIO_TRACK",
+    rich_help_panel=INPUTS, metavar="N",
+    help="Which audio track of each file to transcribe, counted from 0 as in ffmpeg's -map 0:a:N (default: the one "
+         "a player starts with, the first marked default, else the first; a note names it when a file has several). "
+         "A file without track N fails, saying how many it has.")
+RUN_GROUP = Group("run_options", (BATCH_SIZE, WORKERS, AUDIO_TRACK),
+                  lambda batch_size, workers, audio_track: TranscribeOptions(batch_size=batch_size, workers=workers,
+                                                                             audio_track=audio_track))
 BATCH_GROUP = Group("run_options", (BATCH_SIZE,), lambda batch_size: TranscribeOptions(batch_size=batch_size))
 
 
@@ -328,6 +342,43 @@ VAD_PAD = _flag("vad_speech_pad_ms", int, VadOptions.speech_pad_ms, "--vad-speec
 SPEECH_GROUP = Group("vad", (VAD, VAD_THRESHOLD, VAD_SPEECH, VAD_SILENCE, VAD_PAD),
                      lambda vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms: VadOptions(
                          vad, vad_threshold, vad_min_speech_ms, vad_min_silence_ms, vad_speech_pad_ms))
+
+
+# -- speaker labels --------------------------------------------------------------------------
+SPEAKERS_ON = _flag(
+    "speakers", bool, TranscribeOptions.speakers is not None, "--speakers", envvar="DW_SPEAKERS",
+    rich_help_panel=SPEAKERS,
+    help="Label who speaks (SPEAKER_00, SPEAKER_01... in order of first appearance): CAM++ speaker embeddings of the "
+         "detected speech, spectral clustering; words timed, segments cut where the speaker changes, and the rttm "
+         "format. Offline; needs pip install 'dw[speakers]'.")
+NUM_SPEAKERS = _flag("num_speakers", Optional[int], SpeakerOptions.num_speakers, "--num-speakers",
+                     envvar="DW_NUM_SPEAKERS", rich_help_panel=SPEAKERS, show_default=False,
+                     help="With --speakers: exactly this many speakers (default: estimated per file).")
+MIN_SPEAKERS = _flag("min_speakers", Optional[int], SpeakerOptions.min_speakers, "--min-speakers",
+                     envvar="DW_MIN_SPEAKERS", rich_help_panel=SPEAKERS, show_default=False,
+                     help="With --speakers: at least this many speakers per file.")
+MAX_SPEAKERS = _flag("max_speakers", Optional[int], SpeakerOptions.max_speakers, "--max-speakers",
+                     envvar="DW_MAX_SPEAKERS", rich_help_panel=SPEAKERS, show_default=False,
+                     help="With --speakers: at most this many speakers per file (default 10).")
+
+
+def _speaker_counts(num_speakers, min_speakers, max_speakers) -> SpeakerOptions:
+    return SpeakerOptions(num_speakers, min_speakers, max_speakers)
+
+
+def _speakers(speakers, num_speakers, min_speakers, max_speakers) -> SpeakerOptions | None:
+    counts = _speaker_counts(num_speakers, min_speakers, max_speakers)
+    if speakers:
+        return counts
+    given = [flag.flag for flag, value in ((NUM_SPEAKERS, num_speakers), (MIN_SPEAKERS, min_speakers),
+                                           (MAX_SPEAKERS, max_speakers)) if value is not None]
+    if given:
+        raise UsageError(f"{given[0]} needs --speakers")
+    return None
+
+
+SPEAKERS_GROUP = Group("speakers", (SPEAKERS_ON, NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS), _speakers)
+SPEAKER_COUNT_GROUP = Group("speaker_count", (NUM_SPEAKERS, MIN_SPEAKERS, MAX_SPEAKERS), _speaker_counts)
 
 
 # -- subtitles -------------------------------------------------------------------------------
@@ -381,7 +432,3 @@ WER_THRESHOLD = _flag("wer_threshold", float, LabelOptions.wer_threshold, "--wer
                            "(percent; Distil-Whisper's 10 for English).")
 LABELLING_GROUP = Group("labelling", (AUGMENT, WER_THRESHOLD), lambda augment, wer_threshold: LabelOptions(
     tuple(part.strip() for part in augment.split(",") if part.strip()), wer_threshold))
-
-
-ALL_GROUPS = (MESSAGES, MODEL_GROUP, CLUSTER_GROUP, DECODING_WITH_WORDS_GROUP, RUN_GROUP, SPEECH_GROUP, SUBTITLES_GROUP,
-              TRAINING_GROUP, LABELLING_GROUP)

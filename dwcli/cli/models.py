@@ -16,8 +16,8 @@ def models_convert(
     source: Annotated[Path, typer.Argument(
         help="A CTranslate2 Whisper checkpoint folder (model.bin, config.json, tokenizer.json).")],
     destination: Annotated[Path, typer.Argument(help="Folder to write the transformers checkpoint to.")],
-    # Its own parameter name: --dtype here is what to store, not the model group's --dtype.
-    stored_dtype: Annotated[str, typer.Option("--dtype", help="Precision to store: float16 or float32.")] = "float16",
+    storage_dtype: Annotated[str, typer.Option(
+        "--storage-dtype", help="Precision to store the weights in: float16 or float32.")] = "float16",
 ) -> None:
     """Convert a CTranslate2 (faster-whisper) Whisper checkpoint for transformers.
 
@@ -25,10 +25,10 @@ def models_convert(
     """
     from ..convert import convert_ct2_checkpoint
 
-    if stored_dtype not in ("float16", "float32"):
-        raise fail(UsageError(f"--dtype {stored_dtype}: expected float16 or float32"))
+    if storage_dtype not in ("float16", "float32"):
+        raise fail(UsageError(f"--storage-dtype {storage_dtype}: expected float16 or float32"))
     try:
-        convert_ct2_checkpoint(source, destination, dtype=stored_dtype)
+        convert_ct2_checkpoint(source, destination, dtype=storage_dtype)
     except DwError as error:
         raise fail(error) from None
     typer.echo(str(destination))

@@ -31,13 +31,14 @@ EXAMPLES = (
 
 @app.command(cls=GroupedCommand, epilog=EXAMPLES)
 @groups.uses(groups.MODEL_GROUP, groups.CLUSTER_GROUP, groups.RUN_GROUP, groups.DECODING_WITH_WORDS_GROUP,
-             groups.SPEECH_GROUP, groups.SUBTITLES_GROUP, groups.MESSAGES)
+             groups.SPEECH_GROUP, groups.SPEAKERS_GROUP, groups.SUBTITLES_GROUP, groups.MESSAGES)
 def transcribe(
     paths: Annotated[Optional[list[str]], typer.Argument(
         help="Media files, folders (searched recursively) or globs; - reads standard input.", show_default=False)] = None,
     formats: Annotated[str, typer.Option(
         "--format", "-f", envvar="DW_FORMAT", rich_help_panel=INPUTS,
-        help="Output formats, comma-separated: txt, srt, vtt, json, tsv, or all.")] = ",".join(TranscribeOptions.formats),
+        help="Output formats, comma-separated: txt, srt, vtt, json, tsv, rttm (speaker turns, with --speakers), "
+             "or all.")] = ",".join(TranscribeOptions.formats),
     output_dir: Annotated[Optional[str], typer.Option(
         "--output-dir", "-o", envvar="DW_OUTPUT_DIR", rich_help_panel=INPUTS, metavar="<path>",
         help="Write outputs here, mirroring the input folders (default: beside each input).")] = None,
@@ -60,7 +61,8 @@ def transcribe(
         "--allow-partial", envvar="DW_ALLOW_PARTIAL", rich_help_panel=INPUTS,
         help="Transcribe what a truncated or damaged file holds (a note says so; JSON marks it partial) instead of "
              "failing it.")] = TranscribeOptions.allow_partial,
-    choice=None, cluster=None, run_options=None, decoding=None, vad=None, subtitles=None, messages=None,
+    choice=None, cluster=None, run_options=None, decoding=None, vad=None, speakers=None, subtitles=None,
+    messages=None,
 ) -> None:
     """Transcribe media files into text and subtitles.
 
@@ -78,13 +80,17 @@ def transcribe(
 
     def body(real_stdout):
         from ..plan import execute, make_plan
+        from ..speakers.stage import check_run
         from ..writers import parse_formats
 
-        format_list = tuple(parse_formats(formats))
+        chosen, speech, labels = decoding.get(), vad.get(), speakers.get()
+        check_run(labels, speech.enabled, chosen.options.task)
+        format_list = tuple(parse_formats(formats, speakers=labels is not None))
         if output_dir is not None and not output_dir.strip():
             raise UsageError("--output-dir: give a folder (an empty name would mean the current one)")
-        chosen, subtitle_options = decoding.get(), subtitles.get()
-        words = chosen.options.word_timestamps or subtitle_options.highlight_words
+        subtitle_options = subtitles.get()
+        # Speaker labels go word by word: they need the words' times.
+        words = chosen.options.word_timestamps or subtitle_options.highlight_words or labels is not None
         options = replace(
             run_options.get(),
             formats=format_list,
@@ -92,8 +98,9 @@ def transcribe(
                              timestamps=timestamps_needed(format_list, chosen.long_form, words)),
             writer=WriterOptions(subtitle_options),
             long_form=chosen.long_form,
-            vad=vad.get(),
+            vad=speech,
             allow_partial=allow_partial,
+            speakers=labels,
         )
         inputs = Inputs(tuple(paths or ()), from_list, null_separated, Path(output_dir) if output_dir else None, stdout,
                         skip_existing)

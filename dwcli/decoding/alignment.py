@@ -124,17 +124,34 @@ def _split_words(tokens: list[int], decode) -> list[tuple[str, list[int]]]:
     return words
 
 
+def alignment_heads_problem(heads, decoder_layers: int, decoder_heads: int) -> str | None:
+    """Why a checkpoint's ``alignment_heads`` cannot time words, or None when they can.
+
+    Two ways seen on the hub: none listed (transformers' ``generate`` refuses word times
+    then), and heads copied from a teacher with more layers: Distil-Whisper checkpoints were
+    published with their teacher's heads (distil-small.en's named layers 6-11 of a 4-layer
+    decoder until its generation_config.json was corrected), which would index layers the
+    decoder lacks.  dw guesses no heads in either case: it says so (the run plan refuses
+    --word-timestamps) and times no words."""
+    if not heads:
+        return "its generation_config.json lists no alignment heads (the cross-attention heads that time words)"
+    for pair in heads:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
+            return f"its generation_config.json lists alignment heads that are not [layer, head] pairs ({pair!r})"
+        layer, head = pair
+        if not (0 <= layer < decoder_layers and 0 <= head < decoder_heads):
+            return (f"its alignment heads (generation_config.json) name decoder layer {layer} head {head}, but its "
+                    f"decoder has {decoder_layers} layers of {decoder_heads} heads")
+    return None
+
+
 class WordAligner:
     """Adds ``words`` to segments, using a ``DecoderRuntime``'s model and alignment heads."""
 
     def __init__(self, runtime, alignment_heads, decode_text):
+        """``alignment_heads``: (layer, head) pairs that ``alignment_heads_problem`` accepts."""
         self.runtime = runtime
         self.decode_text = decode_text
-        layers = len(runtime.decoder.layers)
-        heads = runtime.heads
-        if not alignment_heads:
-            # No list in the checkpoint: openai-whisper's fallback, every head of the upper half.
-            alignment_heads = [[layer, head] for layer in range(layers // 2, layers) for head in range(heads)]
         self.heads = [(int(layer), int(head)) for layer, head in alignment_heads]
 
     @torch.inference_mode()

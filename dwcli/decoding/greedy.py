@@ -8,10 +8,9 @@ its text leaves the batch, so the batch shrinks as windows finish.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .options import DecodedWindow, DecodingOptions, WindowContext
-from .runtime import DecoderRuntime
+from .runtime import DecoderRuntime, RowShrink, token_logprobs
 
 
 class GreedySearch:
@@ -48,7 +47,7 @@ class GreedySearch:
                 next_tokens = logits.argmax(dim=-1)
             else:
                 next_tokens = torch.multinomial((logits / temperature).softmax(dim=-1), 1, generator=sampler)[:, 0]
-            sum_logprob[active] += F.log_softmax(logits, dim=-1).gather(1, next_tokens[:, None])[:, 0]
+            sum_logprob[active] += token_logprobs(logits, next_tokens)
             generated[active, step] = next_tokens
             is_timestamp = next_tokens >= special.timestamp_begin
             last_timestamp[active] = torch.where(is_timestamp, next_tokens, last_timestamp[active])
@@ -58,14 +57,13 @@ class GreedySearch:
             if bool(leaving.any()):
                 for row, done in zip(active[leaving].tolist(), finished[leaving].tolist()):
                     lengths[row], ended[row] = (step, True) if done else (step + 1, False)
-                keep = ~leaving
-                active = active[keep]
-                if len(active) == 0:
+                rows = RowShrink(~leaving)
+                if rows.count == 0:
                     break
-                next_tokens = next_tokens[keep]
-                self_kv = (self_kv[0][:, keep], self_kv[1][:, keep])
-                cross_kv = [(k[keep], v[keep]) for k, v in cross_kv]
-                offsets = None if offsets is None else offsets[keep]
+                active, next_tokens = rows.apply(active), rows.apply(next_tokens)
+                self_kv = (rows.apply(self_kv[0], dim=1), rows.apply(self_kv[1], dim=1))
+                cross_kv = [(rows.apply(keys), rows.apply(values)) for keys, values in cross_kv]
+                offsets = None if offsets is None else rows.apply(offsets)
             hidden = runtime.forward(next_tokens[:, None], start.prompt_length + step, self_kv, cross_kv,
                                      offsets=offsets)
             logits = runtime.logits(hidden[:, -1])

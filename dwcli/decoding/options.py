@@ -22,31 +22,57 @@ class SpecialTokens:
     translate: int | None
     languages: dict[str, int]  # language code -> token id; empty for English-only models
     start_of_previous: int  # <|startofprev|>: previous text follows, as context
-
-    @property
-    def timestamp_begin(self) -> int:
-        return self.no_timestamps + 1  # <|0.00|>
+    timestamp_begin: int  # <|0.00|>; every later id is a timestamp, 20 ms apart
 
     @property
     def multilingual(self) -> bool:
         return bool(self.languages)
 
     @classmethod
-    def from_generation_config(cls, generation_config) -> SpecialTokens:
-        no_timestamps = generation_config.no_timestamps_token_id
+    def from_generation_config(cls, generation_config, token_to_id=None) -> SpecialTokens:
+        """The ids named by the checkpoint: its ``generation_config.json`` and, given
+        ``token_to_id`` (its tokenizer's lookup), its tokenizer.
+
+        Vocabularies differ: large-v3's added <|yue|> moves every token after the languages
+        one id later than large-v2's, and English-only ones start a token earlier.  So no id is
+        computed from another where the checkpoint names it.  Older tokenizers do not list
+        <|nospeech|> (some call it <|nocaptions|>) or the timestamps; only then are they taken
+        from Whisper's layout, which every Whisper vocabulary shares: <|nospeech|> just before
+        <|notimestamps|>, <|0.00|> just after it.  ValueError when the tokenizer and the
+        generation config give one token two ids (a tokenizer of another vocabulary)."""
+        lookup = token_to_id or (lambda token: None)
         lang_to_id = getattr(generation_config, "lang_to_id", None) or {}
         task_to_id = getattr(generation_config, "task_to_id", None) or {}
         multilingual = bool(getattr(generation_config, "is_multilingual", False) and lang_to_id)
+
+        def named(token: str, configured):
+            known = lookup(token)
+            if known is not None and configured is not None and known != configured:
+                raise ValueError(f"its tokenizer has {token} at {known}, its generation_config.json at {configured}")
+            return configured if configured is not None else known
+
+        no_timestamps = named("<|notimestamps|>", generation_config.no_timestamps_token_id)
+        end_of_text = named("<|endoftext|>", generation_config.eos_token_id)
+        start_of_transcript = named("<|startoftranscript|>", generation_config.decoder_start_token_id)
+        if None in (no_timestamps, end_of_text, start_of_transcript):
+            raise ValueError("its generation_config.json does not name <|endoftext|>, <|startoftranscript|> "
+                             "and <|notimestamps|>")
+        no_speech = lookup("<|nospeech|>")
+        if no_speech is None:
+            no_speech = lookup("<|nocaptions|>")
+        start_of_previous = named("<|startofprev|>", getattr(generation_config, "prev_sot_token_id", None))
+        timestamp_begin = lookup("<|0.00|>")
         return cls(
-            end_of_text=generation_config.eos_token_id,
-            start_of_transcript=generation_config.decoder_start_token_id,
+            end_of_text=end_of_text,
+            start_of_transcript=start_of_transcript,
             no_timestamps=no_timestamps,
-            no_speech=no_timestamps - 1,
-            transcribe=task_to_id.get("transcribe"),
-            translate=task_to_id.get("translate"),
-            languages={token.strip("<|>"): token_id for token, token_id in lang_to_id.items()} if multilingual else {},
-            # Whisper's vocabularies put <|startofprev|> two before <|notimestamps|>.
-            start_of_previous=getattr(generation_config, "prev_sot_token_id", None) or no_timestamps - 2,
+            no_speech=no_timestamps - 1 if no_speech is None else no_speech,
+            transcribe=named("<|transcribe|>", task_to_id.get("transcribe")),
+            translate=named("<|translate|>", task_to_id.get("translate")),
+            languages={token.strip("<|>"): named(token, token_id) for token, token_id in lang_to_id.items()}
+            if multilingual else {},
+            start_of_previous=no_timestamps - 2 if start_of_previous is None else start_of_previous,
+            timestamp_begin=no_timestamps + 1 if timestamp_begin is None else timestamp_begin,
         )
 
 

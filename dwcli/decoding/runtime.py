@@ -44,6 +44,51 @@ def _ungroup_beams(x: torch.Tensor, beams: int) -> torch.Tensor:
     return x.view(windows, heads, beams, length, dim).transpose(1, 2).reshape(windows * beams, heads, length, dim)
 
 
+def _column_major_weights(model) -> None:
+    """The decoder's Linear weights (the tied output projection included) stored
+    transposed, as (in, out) row-major memory seen as the usual (out, in) tensor: for the
+    few rows of a decoding step, MKL's matrix product is up to 2x faster reading them this
+    way (measured with tiny.en's shapes at 8 and 16 rows, one thread: the projection
+    26 -> 13 ms, fc1 307 -> 138 us).  Same values, same module structure; CPU only."""
+    from torch import nn
+
+    decoder = model.model.decoder
+    for module in decoder.modules():
+        if type(module) is nn.Linear and module.weight.stride(-1) == 1:
+            module.weight = nn.Parameter(module.weight.detach().t().contiguous().t(), requires_grad=False)
+    embedding = decoder.embed_tokens.weight
+    if embedding.stride(-1) == 1:
+        # One copy serves both: token lookups read a few rows, strided, which costs nothing.
+        decoder.embed_tokens.weight = nn.Parameter(embedding.detach().t().contiguous().t(), requires_grad=False)
+    if model.proj_out.weight.data_ptr() == embedding.data_ptr():
+        model.proj_out.weight = decoder.embed_tokens.weight
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Each row's log-probability of its token: the token's logit less the row's logsumexp
+    (one pass over the vocabulary, where log_softmax then gather writes a second one)."""
+    return logits.gather(1, tokens[:, None])[:, 0] - logits.logsumexp(dim=-1)
+
+
+class RowShrink:
+    """Rows leave a batch: the last surviving rows move into the places of those that left,
+    and every tensor is cut to the survivors (a view).  Only the moved rows are copied; the
+    plain ``tensor[keep]`` copied all survivors' caches whenever one row left (at batch 16
+    with tiny.en, 300 MB of cross-attention keys and values each time), which cost more
+    than the decoding steps between leavings.  Survivors change order, so every per-row
+    tensor of the batch must go through ``apply``."""
+
+    def __init__(self, keep: torch.Tensor):
+        self.count = int(keep.sum())
+        self.into = (~keep[: self.count]).nonzero()[:, 0]  # places of leaving rows among the first survivors
+        self.source = keep[self.count :].nonzero()[:, 0] + self.count  # survivors beyond them
+
+    def apply(self, tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        if len(self.into):
+            tensor.index_copy_(dim, self.into, tensor.index_select(dim, self.source))
+        return tensor.narrow(dim, 0, self.count)
+
+
 @dataclass
 class DecodingStart:
     """The state every strategy starts from: ``DecoderRuntime.begin``'s result.
@@ -73,6 +118,8 @@ class DecoderRuntime:
         self.model = model
         self.encoder = model.model.encoder
         self.decoder = model.model.decoder
+        if model.proj_out.weight.device.type == "cpu":
+            _column_major_weights(model)
         # The vocabulary projection reads the whole embedding matrix (80 MB for tiny in
         # float32) at every step; where a narrower copy is as exact (see precision.py) it
         # is read instead, and only the argmax of the result matters.
