@@ -35,9 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from conversations import SAMPLE_RATE, trim_to_speech, write_flac  # noqa: E402
+from conversations import JOIN_ORDERS, SAMPLE_RATE, join_utterances, trim_to_speech, write_flac  # noqa: E402
 
-GAPS_S = [0.8, 2.5, 1.2, 4.0, 0.6, 3.1, 1.7, 5.0, 0.9]  # tests/test_timestamps.py's
 
 
 def _voice_edges(clip: np.ndarray) -> tuple[float, float]:
@@ -83,19 +82,11 @@ def timestamp_files(cache: Path) -> list[tuple[Path, list[tuple[float, float]]]]
     utterances = [trim_to_speech(audio[round(s["start"] * SAMPLE_RATE) : round(s["end"] * SAMPLE_RATE)])
                   for s in segments]
     files = []
-    for label, order in (("forward", range(10)), ("shuffled", [3, 7, 0, 9, 5, 1, 8, 2, 6, 4])):
-        pieces, truth, cursor = [], [], 0
-        for position, index in enumerate(order):
-            if position:
-                gap = np.zeros(round(GAPS_S[position - 1] * SAMPLE_RATE), np.float32)
-                pieces.append(gap)
-                cursor += len(gap)
-            pieces.append(utterances[index])
-            truth.append((cursor / SAMPLE_RATE, (cursor + len(utterances[index])) / SAMPLE_RATE))
-            cursor += len(utterances[index])
+    for label, order in JOIN_ORDERS:
+        samples, truth = join_utterances(utterances, order)
         path = cache / f"dw-starts-{label}.flac"
         if not path.is_file():
-            write_flac(path, np.concatenate(pieces))
+            write_flac(path, samples)
         files.append((path, truth))
     return files
 

@@ -38,7 +38,8 @@ class FileAssembler:
     """Gathers files' results and finishes them through ``sink``, counting in ``summary``."""
 
     def __init__(self, files: list[MediaFile], model_id: str, result_options: dict, sink: Sink,
-                 reporter: Reporter, summary: RunSummary, speakers: SpeakerOptions | None = None):
+                 reporter: Reporter, summary: RunSummary, speakers: SpeakerOptions | None = None,
+                 track_asked: bool = False):
         self.files = [_File(media) for media in files]
         self.model_id = model_id
         self.result_options = result_options
@@ -46,6 +47,7 @@ class FileAssembler:
         self.reporter = reporter
         self.summary = summary
         self.speakers = speakers  # --speakers: label who speaks, at each file's end
+        self.track_asked = track_asked  # --audio-track was given: the track read goes unsaid (JSON keeps it)
 
     def label(self, file_index: int) -> str:
         return self.files[file_index].media.label
@@ -125,7 +127,7 @@ class FileAssembler:
         self.reporter.file_done(FileOutcome(state.media, "ok", duration_s=transcript.duration_s, outputs=outputs))
 
     def _say_decoding(self, media: MediaFile, decoding: dict) -> None:
-        if decoding.get("audio_tracks"):
+        if decoding.get("audio_tracks") and not self.track_asked:
             self.reporter.note(f"{media.label}: transcribed audio track {decoding['audio_track']} of its "
                                f"{decoding['audio_tracks']} (counted from 0; --audio-track N picks another)")
         if decoding.get("non_finite_samples_replaced"):

@@ -376,7 +376,7 @@ def transcribe_on_cluster(plan, reporter: Reporter) -> RunSummary:
     run = plan.devices[0]
     sink = FileSink(run.options.formats, run.options.writer, run.options.resume)
     assembler = FileAssembler(plan.files, plan.model.model_id, result_options(run.precision, run.options), sink,
-                              reporter, summary, run.options.speakers)
+                              reporter, summary, run.options.speakers, run.options.audio_track is not None)
     gathering = _Gathering(assembler, reporter)
     connect(plan.cluster)
     try:

@@ -55,6 +55,17 @@ class ConversionError(DwError):
     exit_status = ExitStatus.MODEL
 
 
+def read_user_text(path, kind: str = "UTF-8 text") -> str:
+    """The text of a file the user named (a reference, a manifest, an RTTM file); a file that
+    cannot be read, or is not UTF-8, is a UsageError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"{path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not {kind}") from None
+
+
 class InvalidOption(ValueError):
     """An option's value is out of range: ``field`` names the options dataclass's field,
     ``reason`` what is expected.  The CLI says it as ``--flag value: reason`` (exit 2)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .discover import MEDIA_EXTENSIONS, MediaFile
-from .errors import UsageError
+from .errors import UsageError, read_user_text
 from .events import Reporter
 from .pipeline import transcribe_files
 from .sinks import CollectingSink
@@ -38,33 +38,19 @@ class Reference:
     utterances: Path | None = None  # each utterance's speaker and text: words with the right speaker
 
 
-def _reference_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise UsageError(f"{path}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-
-
 def load_references(data: Path) -> list[Reference]:
     """The recordings and reference texts of a manifest or a folder; UsageError when there
     are none or a line is malformed (naming the line)."""
     if data.is_dir():
         references = [
-            Reference(path, _reference_text(path.with_suffix(".txt")))
+            Reference(path, read_user_text(path.with_suffix(".txt")).strip())
             for path in sorted(data.rglob("*"))
             if path.suffix.lower().lstrip(".") in MEDIA_EXTENSIONS and path.with_suffix(".txt").is_file()
         ]
         if not references:
             raise UsageError(f"{data}: no recordings with a <name>.txt reference beside them")
         return references
-    try:
-        lines = data.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise UsageError(f"{data}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{data}: not a UTF-8 JSONL manifest") from None
+    lines = read_user_text(data, "a UTF-8 JSONL manifest").splitlines()
     references = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -210,7 +210,7 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
             options = options.for_device(engine.device)
         sink = sink or sink_for(options, stdout or sys.stdout)
         assembler = FileAssembler(files, engine.model_id, result_options(engine.plan, options), sink, reporter, summary,
-                                  options.speakers)
+                                  options.speakers, options.audio_track is not None)
         run = _Run(files, engine, options, assembler, reporter)
         reading = reading_for(options, engine.n_mels)
 

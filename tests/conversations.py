@@ -195,6 +195,27 @@ def build(spec: Spec, voices: dict[str, list[Utterance]], cache: dict | None = N
     return Conversation(spec, np.clip(samples, -1.0, 1.0), utterances)
 
 
+# Gaps between joined utterances, seconds: short pauses to long silences, in a fixed order.
+GAPS_S = [0.8, 2.5, 1.2, 4.0, 0.6, 3.1, 1.7, 5.0, 0.9]
+# The two orders of tests/test_timestamps.py's and benchmarks/starts.py's joined files.
+JOIN_ORDERS = (("forward", list(range(10))), ("shuffled", [3, 7, 0, 9, 5, 1, 8, 2, 6, 4]))
+
+
+def join_utterances(utterances: list[np.ndarray], order) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """``utterances`` in ``order`` with ``GAPS_S`` of silence between them; the audio and
+    each utterance's (start, end) in it, seconds."""
+    pieces, truth, cursor = [], [], 0
+    for position, index in enumerate(order):
+        if position:
+            gap = np.zeros(round(GAPS_S[position - 1] * SAMPLE_RATE), np.float32)
+            pieces.append(gap)
+            cursor += len(gap)
+        pieces.append(utterances[index])
+        truth.append((cursor / SAMPLE_RATE, (cursor + len(utterances[index])) / SAMPLE_RATE))
+        cursor += len(utterances[index])
+    return np.concatenate(pieces), truth
+
+
 def write_flac(path: Path, samples: np.ndarray) -> None:
     """16 kHz mono 16-bit FLAC."""
     import av
@@ -237,3 +258,17 @@ def build_set(speech: Path, folder: Path, specs=SPECS) -> Path:
 
 if __name__ == "__main__":
     print(build_set(Path(sys.argv[1]), Path(sys.argv[2])))
+
+
+# Two women (LibriSpeech 3080 and 2412) and a man (JFK), clips reused, some turns overlapping:
+# the end-to-end tests' conversation (tests/test_speakers_e2e.py, tests/test_cluster.py).
+THREE_SPEAKERS = Spec("three", ("librispeech-3080", "jfk", "librispeech-2412"), "test", seed=9, minutes=0.6,
+                      half="all", overlap_share=0.35)
+
+
+def write_three_speakers(speech: Path, folder: Path) -> dict:
+    """THREE_SPEAKERS built from ``speech`` (tests/data/speech) into ``folder`` with its
+    manifest; the paths of its audio and RTTM, and its manifest row."""
+    row = write(build(THREE_SPEAKERS, speaker_utterances(speech / "manifest.jsonl")), folder)
+    (folder / "manifest.jsonl").write_text(json.dumps(row) + "\n")
+    return {"folder": folder, "audio": folder / row["audio"], "rttm": folder / row["rttm"], "row": row}

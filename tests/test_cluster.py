@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conversations import write_three_speakers
 from dwcli import cluster
 from dwcli.cli import app
 from dwcli.cluster_stages import END, FAILED, NOTE, RESULT, Ended
@@ -302,6 +303,24 @@ def test_a_cluster_writes_what_a_plain_run_writes_byte_for_byte(one_node, inputs
     assert summary["audio_s"] > 140 and summary["realtime_factor"] > 0
     assert _outputs(tmp_path) == _outputs(reference)
     assert result.stdout == b""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_speaker_labels_on_a_cluster_are_a_plain_runs(one_node, dw_env, tmp_path):
+    """--speakers on a cluster: the readers embed the speech as the decoding workers do and
+    the driver labels each file at its end, so the turns and labelled subtitles are a plain
+    run's, byte for byte (each window decoded alone in both: word times, which place words
+    in turns, depend on a window's batch-mates)."""
+    speakers = ["--speakers", "--format", "rttm,srt", "--batch-size", "1"]
+    (tmp_path / "in").mkdir()
+    conversation = write_three_speakers(Path(__file__).parent / "data" / "speech", tmp_path / "in")
+    plain = _plain(conversation["audio"], tmp_path / "plain", dw_env, *speakers)
+    result = subprocess.run([*_dw(one_node.address, conversation["audio"], tmp_path / "out"), *speakers], env=dw_env,
+                            capture_output=True, timeout=WAIT_S)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert _outputs(tmp_path / "out") == _outputs(plain)
+    assert len({line.split()[7] for line in (plain / "three.rttm").read_text().splitlines()}) == 3
 
 
 @pytest.mark.ray

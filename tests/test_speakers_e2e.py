@@ -12,23 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conversations import Spec, build, speaker_utterances, write
+from conversations import write_three_speakers
 from dwcli.speakers.rttm import read_turns
 from dwcli.speakers.score import diarization_errors
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 MODEL = ("--model", "offline:tiny.en")
-# Two women (LibriSpeech 3080 and 2412) and a man (JFK), clips reused, some turns overlapping.
-SPEC = Spec("three", ("librispeech-3080", "jfk", "librispeech-2412"), "test", seed=9, minutes=0.6, half="all",
-            overlap_share=0.35)
 
 
 @pytest.fixture(scope="module")
 def conversation(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("conversation")
-    row = write(build(SPEC, speaker_utterances(SPEECH / "manifest.jsonl")), folder)
-    (folder / "manifest.jsonl").write_text(json.dumps(row) + "\n")
-    return {"folder": folder, "audio": folder / row["audio"], "rttm": folder / row["rttm"], "row": row}
+    return write_three_speakers(SPEECH, tmp_path_factory.mktemp("conversation"))
 
 
 def dw(*args: str, env: dict, input: bytes | None = None) -> subprocess.CompletedProcess:

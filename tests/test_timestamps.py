@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from conversations import trim_to_speech, write_flac
+from conversations import JOIN_ORDERS, join_utterances, trim_to_speech, write_flac
 from dwcli.audio import SAMPLE_RATE, load_audio
 from dwcli.decoding import DecodingOptions
 from dwcli.discover import discover
@@ -27,10 +27,6 @@ P90_BOUND_S = 1.0
 # Speaker turns start where segments do: each utterance's start, against the nearest segment
 # start, well under 0.3 s (measured 0.09 s chunked, 0.07 s sequential; benchmarks/starts.py).
 START_MEDIAN_BOUND_S = 0.2
-# Gaps between utterances, seconds: short pauses to long silences, in a fixed order.
-GAPS_S = [0.8, 2.5, 1.2, 4.0, 0.6, 3.1, 1.7, 5.0, 0.9]
-
-
 @pytest.fixture(scope="module")
 def joined_files(longform, tmp_path_factory):
     """Two files (~2 min each) of the same utterances in two orders; with their truths."""
@@ -41,18 +37,10 @@ def joined_files(longform, tmp_path_factory):
     ]
     folder = tmp_path_factory.mktemp("joined")
     files = []
-    for name, order in (("forward.flac", range(10)), ("shuffled.flac", [3, 7, 0, 9, 5, 1, 8, 2, 6, 4])):
-        pieces, truth, cursor = [], [], 0
-        for position, index in enumerate(order):
-            if position:
-                gap = np.zeros(round(GAPS_S[position - 1] * SAMPLE_RATE), np.float32)
-                pieces.append(gap)
-                cursor += len(gap)
-            pieces.append(utterances[index])
-            truth.append((cursor / SAMPLE_RATE, (cursor + len(utterances[index])) / SAMPLE_RATE))
-            cursor += len(utterances[index])
-        path = folder / name
-        write_flac(path, np.concatenate(pieces))
+    for name, order in JOIN_ORDERS:
+        samples, truth = join_utterances(utterances, order)
+        path = folder / f"{name}.flac"
+        write_flac(path, samples)
         files.append((path, truth))
     return files
 

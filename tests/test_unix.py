@@ -165,8 +165,12 @@ def test_a_signal_ends_the_run_cleanly(speech, dw_env, tmp_path, sent, status):
     long_form = next(entry for entry in speech.values() if entry.get("segments_file"))
     for name in ("long1.flac", "long2.flac"):
         shutil.copy(long_form["path"], videos / name)
+    # SIGINT's default action restored in dw's process, as a terminal's Ctrl-C finds it: a
+    # shell starts background jobs (``pytest &``, some CI runners) with SIGINT ignored, and
+    # dw, like any program, inherits that.
     process = subprocess.Popen(["dw", "transcribe", str(videos), "--batch-size", "1", "--workers", "1", *MODEL],
-                               env=dw_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               env=dw_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(lambda: any(videos.glob("*.txt")), process)
     children = psutil.Process(process.pid).children(recursive=True)
     assert children  # the decoding worker

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import UsageError
+from ..errors import UsageError, read_user_text
 from .assign import Turn
 
 _FIELDS = 10
@@ -40,12 +40,7 @@ def write_turns(turns: list[Turn], source: str, stream: TextIO) -> None:
 def read_turns(path: Path) -> list[Turn]:
     """The turns of an RTTM file (every ``SPEAKER`` line, whatever its file id); UsageError
     naming the line when one is malformed."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise UsageError(f"{path}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
+    lines = read_user_text(path).splitlines()
     turns = []
     for number, line in enumerate(lines, start=1):
         fields = line.split()
