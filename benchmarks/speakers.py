@@ -67,7 +67,8 @@ def _summary_run_s(log: Path) -> float:
 
 def timed_run(files: list[Path], extra: list[str], out: Path, threads: int, workers: int) -> dict:
     """One ``dw transcribe`` process over ``files``: whole wall s, run s, CPU s, peak RSS."""
-    command = ["dw", "transcribe", *map(str, files), *MODEL, "-f", "json,rttm" if extra else "json",
+    command = [str(Path(sys.executable).parent / "dw"), "transcribe", *map(str, files), *MODEL,
+               "-f", "json,rttm" if extra else "json",
                "-o", str(out), "--log-json", "--workers", str(workers), *extra]
     log = out / "log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def split_section(split: str, rows: list[dict], folder: Path, args, workdir: Pat
     audio_min = sum(row["duration"] for row in rows) / 60
     lines = [f"### {split}: {len(rows)} conversations, {audio_min:.1f} min", "",
              "| conversation | min | speakers | found | DER % | missed s | false alarm s | confusion s "
-             "| words, right speaker % |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| WDER % | words, right speaker % |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     from dwcli.speakers.score import DiarizationScore
 
     total = DiarizationScore()
@@ -127,11 +128,13 @@ def split_section(split: str, rows: list[dict], folder: Path, args, workdir: Pat
         total.add(score["score"])
         lines.append(f"| {score['name']} | {score['minutes']:.1f} | {score['speakers']} | {score['found']} | "
                      f"{score['der']:.2f} | {score['missed_s']:.1f} | {score['false_alarm_s']:.1f} | "
-                     f"{score['confusion_s']:.1f} | {score.get('word_accuracy', float('nan')):.2f} |")
+                     f"{score['confusion_s']:.1f} | {score.get('wder', float('nan')):.2f} | "
+                     f"{score.get('word_accuracy', float('nan')):.2f} |")
     summary = total.as_dict()
     lines += [f"| **all** | {audio_min:.1f} | | {summary['count_right']} of {summary['files']} right | "
               f"**{summary['der']:.2f}** | {summary['missed_s']:.1f} | {summary['false_alarm_s']:.1f} | "
-              f"{summary['confusion_s']:.1f} | **{summary.get('word_accuracy', float('nan')):.2f}** |", ""]
+              f"{summary['confusion_s']:.1f} | **{summary.get('wder', float('nan')):.2f}** | "
+              f"**{summary.get('word_accuracy', float('nan')):.2f}** |", ""]
     lines += ["| dw transcribe, whole process | whole s | run s | CPU s | peak RSS MB | loadavg |",
               "|---|---:|---:|---:|---:|---:|"]
     for name, run in (("plain (-f json)", plain), ("--speakers (-f json,rttm)", labelled)):

@@ -93,7 +93,8 @@ def timestamp_files(cache: Path) -> list[tuple[Path, list[tuple[float, float]]]]
 
 def measure(files, dw_args: list[str], out: Path) -> dict:
     """Run ``dw transcribe`` on the files; the two measures over all of them."""
-    command = ["dw", "transcribe", *map(str, (path for path, _ in files)), "-f", "json", "-o", str(out),
+    command = [str(Path(sys.executable).parent / "dw"), "transcribe", *map(str, (path for path, _ in files)),
+               "-f", "json", "-o", str(out),
                "--model", "offline:tiny.en", "--quiet", *dw_args]
     subprocess.run(command, check=True)
     nearest, boundary, clip = [], [], []

@@ -72,9 +72,14 @@ def cores_for_this_process() -> int:
     return max(1, cores // max(1, local_ranks))
 
 
-def default_workers(device: str, cores: int) -> int:
+def default_workers(device: str, cores: int, speakers: bool = False) -> int:
     """Decoding workers (--workers -1): enough to keep a GPU fed; on a CPU one, since the
-    model needs the cores (none on a single core)."""
+    model needs the cores (none on a single core), or two with speaker labels: the speaker
+    embeddings (CAM++, one thread, about 20x real time) are done in the decoding workers and
+    made one worker the bottleneck (35 min of dev conversations on 2 cores: --speakers took
+    170 s beside a plain run's 82 s with one worker, 123 s with two)."""
     if device.startswith("cuda"):
         return max(1, min(_MAX_GPU_WORKERS, cores - 1))
-    return 1 if cores > 1 else 0
+    if cores <= 1:
+        return 0
+    return 2 if speakers else 1

@@ -129,7 +129,8 @@ class TranscribeOptions:
         held 4.8 GB, and torch warned in plain lines under --log-json)."""
         cores = cores if cores is not None else cores_for_this_process()
         return replace(self, batch_size=self.batch_size or default_batch_size(device),
-                       workers=min(self.workers, cores) if self.workers >= 0 else default_workers(device, cores))
+                       workers=min(self.workers, cores) if self.workers >= 0
+                       else default_workers(device, cores, self.speakers is not None))
 
     @property
     def resolved(self) -> bool:

@@ -12,7 +12,7 @@ from dwcli import docs
 from dwcli.cli import groups
 from dwcli.decoding import DecodingOptions
 from dwcli.errors import InvalidOption, UsageError
-from dwcli.options import LabelOptions, ModelChoice, SubtitleOptions, TrainOptions, TranscribeOptions, VadOptions
+from dwcli.options import LabelOptions, ModelChoice, SpeakerOptions, SubtitleOptions, TrainOptions, TranscribeOptions, VadOptions
 
 
 def _declarations() -> dict[str, groups.Flag]:
@@ -100,3 +100,7 @@ def test_auto_batch_size_and_workers_are_resolved_per_device():
     cpu, gpu = options.for_device("cpu", cores=2), options.for_device("cuda:0", cores=16)
     assert (cpu.batch_size, cpu.workers) == (16, 1) and (gpu.batch_size, gpu.workers) == (32, 8)
     assert TranscribeOptions(batch_size=3, workers=0).for_device("cuda:0", cores=16).batch_size == 3
+    # Speaker embeddings are made in the decoding workers: two of them on a CPU, none on one core.
+    labelled = TranscribeOptions(speakers=SpeakerOptions())
+    assert [labelled.for_device("cpu", cores=cores).workers for cores in (1, 2, 8)] == [0, 2, 2]
+    assert labelled.for_device("cuda:0", cores=16).workers == 8

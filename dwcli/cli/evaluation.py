@@ -102,6 +102,7 @@ def _score_table(result: dict) -> str:
         rows += [("DER %", f"{speakers['der']:.2f}"),
                  ("speaker count right", f"{speakers['count_right']} of {speakers['files']}")]
         if "word_accuracy" in speakers:
-            rows.append(("words, right speaker %", f"{speakers['word_accuracy']:.2f}"))
+            rows += [("WDER %", f"{speakers['wder']:.2f}"),
+                     ("words, right speaker %", f"{speakers['word_accuracy']:.2f}")]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -11,8 +11,11 @@
   speaker (``utterances``): the reference words, in the utterances' time order, each said
   by its utterance's speaker, are aligned to the transcript's words (after Whisper's
   normaliser, through jiwer); a reference word counts when it has a transcribed word (the
-  same or a misrecognised one) whose speaker maps onto the reference speaker.  A word the
-  transcript lost counts as not given the right speaker.
+  same or a misrecognised one) whose speaker maps onto the reference speaker.  Two shares:
+  the word diarization error rate (WDER, Shafey et al. 2019: of the reference words the
+  transcript has, the share given the wrong speaker), which scores the labels alone; and
+  the share of all reference words given the right speaker, where a word the recogniser
+  lost (most of them in overlapped speech) counts as wrong too.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class DiarizationScore:
     files: int = 0
     count_right: int = 0  # files with the reference's number of speakers
     words: int = 0  # reference words (of files with utterances)
-    words_right: int = 0
+    words_transcribed: int = 0  # of them, those the transcript has (the same or misrecognised)
+    words_right: int = 0  # of those, the ones given the right speaker
 
     @property
     def der(self) -> float:
@@ -48,7 +52,7 @@ class DiarizationScore:
 
     def add(self, other: DiarizationScore) -> None:
         for name in ("scored_s", "missed_s", "false_alarm_s", "confusion_s", "files", "count_right", "words",
-                     "words_right"):
+                     "words_transcribed", "words_right"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict:
@@ -60,7 +64,8 @@ class DiarizationScore:
             "count_accuracy": round(100.0 * self.count_right / max(self.files, 1), 2),
         }
         if self.words:
-            result.update(words=self.words, words_right=self.words_right,
+            result.update(words=self.words, words_transcribed=self.words_transcribed, words_right=self.words_right,
+                          wder=round(100.0 * (1 - self.words_right / max(self.words_transcribed, 1)), 2),
                           word_accuracy=round(100.0 * self.words_right / self.words, 2))
         return result
 
@@ -104,8 +109,9 @@ def load_utterances(path: Path) -> list[dict]:
         raise UsageError(f"{path}: not a list of utterances with start, end, speaker and text") from None
 
 
-def word_speakers(utterances: list[dict], transcript, mapping: dict, normalize) -> tuple[int, int]:
-    """(reference words, those given the right speaker) for one file."""
+def word_speakers(utterances: list[dict], transcript, mapping: dict, normalize) -> tuple[int, int, int]:
+    """(reference words, those the transcript has, those given the right speaker) for one
+    file."""
     import jiwer
 
     reference: list[tuple[str, str]] = []
@@ -117,21 +123,23 @@ def word_speakers(utterances: list[dict], transcript, mapping: dict, normalize) 
             speaker = mapping.get(word.speaker)
             hypothesis += [(token, speaker) for token in normalize(word.word).split()]
     if not reference:
-        return 0, 0
+        return 0, 0, 0
     if not hypothesis:
-        return len(reference), 0
+        return len(reference), 0, 0
     alignment = jiwer.process_words(" ".join(w for w, _ in reference), " ".join(w for w, _ in hypothesis))
-    right = 0
+    transcribed = right = 0
     for chunk in alignment.alignments[0]:
         if chunk.type in ("equal", "substitute"):
+            transcribed += chunk.ref_end_idx - chunk.ref_start_idx
             for offset in range(chunk.ref_end_idx - chunk.ref_start_idx):
                 right += reference[chunk.ref_start_idx + offset][1] == hypothesis[chunk.hyp_start_idx + offset][1]
-    return len(reference), right
+    return len(reference), transcribed, right
 
 
 def score_file(reference_turns: list[Turn], transcript, utterances: list[dict] | None, normalize) -> DiarizationScore:
     """Everything about one file's speaker labels against its references."""
     score, mapping = diarization_errors(reference_turns, transcript.turns or [])
     if utterances is not None:
-        score.words, score.words_right = word_speakers(utterances, transcript, mapping, normalize)
+        score.words, score.words_transcribed, score.words_right = word_speakers(utterances, transcript, mapping,
+                                                                                normalize)
     return score
