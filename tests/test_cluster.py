@@ -24,11 +24,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conversations import write_three_speakers
+from recorder import Recorder
 from dwcli import cluster
 from dwcli.cli import app
 from dwcli.cluster_stages import END, FAILED, NOTE, RESULT, Ended
 from dwcli.discover import MediaFile
-from dwcli.events import Reporter, RunSummary
+from dwcli.events import RunSummary
 from dwcli.options import ClusterOptions
 from dwcli.sources import FileEnd, FileFailed, Settled
 
@@ -103,17 +104,6 @@ def test_the_pool_takes_one_replica_per_gpu_or_a_share_of_each_nodes_cpus(device
     assert cluster.size_pool(ClusterOptions("auto", replicas=3, replica_cpus=2), device, nodes).replicas == 3
 
 
-class _Seen(Reporter):
-    def __init__(self):
-        self.outcomes, self.notes = [], []
-
-    def file_done(self, outcome):
-        self.outcomes.append(outcome)
-
-    def note(self, message):
-        self.notes.append(message)
-
-
 class _Sink:
     def __init__(self):
         self.delivered = []
@@ -131,7 +121,7 @@ def test_the_driver_writes_each_file_once_when_all_its_windows_are_in():
     from dwcli.segments import Segment
 
     files = [MediaFile(f"/in/{name}.wav", Path(f"/out/{name}")) for name in ("a", "b", "c", "d")]
-    seen, sink = _Seen(), _Sink()
+    seen, sink = Recorder(), _Sink()
     assembler = FileAssembler(files, "m", {}, sink, seen, RunSummary())
     gathering = cluster._Gathering(assembler, seen)
 

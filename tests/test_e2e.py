@@ -16,9 +16,9 @@ import shutil
 import pytest
 
 from conftest import word_error_rate
+from recorder import Recorder
 from dwcli.decoding import DecodingOptions
 from dwcli.discover import discover
-from dwcli.events import Reporter
 from dwcli.options import TranscribeOptions
 from dwcli.pipeline import transcribe_files
 
@@ -27,16 +27,8 @@ SHORT_WER_BOUND = 0.10
 LONGFORM_WER_BOUND = 0.15
 
 
-class Collect(Reporter):
-    def __init__(self):
-        self.outcomes = []
-
-    def file_done(self, outcome):
-        self.outcomes.append(outcome)
-
-
 def _run(engine, paths, tmp_path, formats=("json",), **options):
-    collected = Collect()
+    collected = Recorder()
     files = discover([str(path) for path in paths], tmp_path).files
     summary = transcribe_files(files, engine, TranscribeOptions(formats=formats, **options), collected)
     return summary, collected.outcomes, files

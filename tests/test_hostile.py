@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from recorder import Recorder
 from dwcli.discover import discover
-from dwcli.events import Reporter
 from dwcli.options import TranscribeOptions
 from dwcli.pipeline import transcribe_files
 
@@ -82,17 +82,6 @@ def test_a_long_name_writes_though_the_temporary_name_is_longer(tmp_path):
 
 
 # -- the run -------------------------------------------------------------------------------
-class _Outcomes(Reporter):
-    def __init__(self):
-        self.outcomes, self.notes = [], []
-
-    def file_done(self, outcome):
-        self.outcomes.append(outcome)
-
-    def note(self, message):
-        self.notes.append(message)
-
-
 def _clips(speech, folder: Path, names=("jfk.flac", "260-123286-0001.wav", "61-70968-0000.wav")) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(speech[name]["path"], folder / name)) for name in names]
@@ -107,7 +96,7 @@ def test_a_full_disk_stops_the_batch_and_says_so_once(engine, speech, tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(sinks, "write_atomic", full)
-    reporter = _Outcomes()
+    reporter = Recorder()
     files = discover([str(path) for path in paths], tmp_path / "out").files
     summary = transcribe_files(files, engine, TranscribeOptions(batch_size=1, workers=0), reporter)
     assert (summary.ok, summary.failed) == (0, len(paths))
@@ -138,7 +127,7 @@ def test_a_file_that_changes_while_it_is_read_is_not_recorded(engine, speech, tm
     [media] = discover([str(path)], tmp_path / "out").files
     options = TranscribeOptions(batch_size=1, workers=0)
     options = TranscribeOptions(batch_size=1, workers=0, resume=Resume(Recipe.of("m", options), skip_existing=True))
-    reporter = _Outcomes()
+    reporter = Recorder()
     summary = transcribe_files([media], Copying(engine), options, reporter)
     assert summary.failed == 1
     assert reporter.outcomes[0].message == (f"{path}: changed while dw read it (still being written?); "
@@ -468,7 +457,7 @@ def test_sequential_subtitles_are_on_the_videos_clock_too(engine, clips, tmp_pat
     video = video_with_audio(tmp_path / "late.mp4", [clips["jfk"]], 16.0, audio_start_s=4.94)
     files = discover([str(video)], tmp_path / "out", ("srt", "json")).files
     options = TranscribeOptions(formats=("srt", "json"), batch_size=2, workers=0, long_form="sequential")
-    summary = transcribe_files(files, engine, options, _Outcomes())
+    summary = transcribe_files(files, engine, options, Recorder())
     assert summary.ok == 1
     data = json.loads((tmp_path / "out/late.json").read_text())
     assert data["duration"] == 16.0 and 5.0 < data["segments"][0]["start"] < 5.6, data
@@ -496,7 +485,7 @@ def test_a_window_the_model_raises_on_fails_only_its_file(engine, speech, tmp_pa
     # 16 tokens: the greedy pass over the poisoned window (decoded twice: in the batch, then
     # alone) is short, and the fallback's sampler meets the NaN as in a full run.
     options = TranscribeOptions(batch_size=4, workers=0, decoding=DecodingOptions(timestamps=False, max_new_tokens=16))
-    reporter = _Outcomes()
+    reporter = Recorder()
     summary = transcribe_files(files, engine, options, reporter, stream=iter(items))
     assert (summary.ok, summary.failed) == (1, 1)
     [failed] = [outcome for outcome in reporter.outcomes if outcome.status == "failed"]

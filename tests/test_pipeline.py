@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import dwcli.workers as workers
+from recorder import Recorder
 from dwcli.discover import discover
 from dwcli.events import Reporter
 from dwcli.features import WINDOW_SAMPLES
@@ -23,14 +24,6 @@ from dwcli.sources import PieceItem, SourceSettings
 from dwcli.vad import Region, SpeechPiece
 
 CLIPS = ("jfk.flac", "260-123286-0001.wav", "61-70968-0000.wav")
-
-
-class _Outcomes(Reporter):
-    def __init__(self):
-        self.outcomes = []
-
-    def file_done(self, outcome):
-        self.outcomes.append(outcome)
 
 
 def _folder(speech, folder: Path, crash: bool) -> list:
@@ -67,7 +60,7 @@ def test_a_decoding_crash_fails_only_its_file(engine, speech, tmp_path, monkeypa
     paths = _folder(speech, tmp_path / "in", crash=True)
     _die_on_crash_files(monkeypatch)
     files = discover([str(path) for path in paths], tmp_path / "out").files
-    reporter = _Outcomes()
+    reporter = Recorder()
     options = TranscribeOptions(batch_size=batch_size, workers=1, long_form=long_form)
     summary = transcribe_files(files, engine, options, reporter)
     failed = [outcome for outcome in reporter.outcomes if outcome.status == "failed"]
