@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from data import SETS, default_data_dir, load_items  # noqa: E402
-from measure import run_system  # noqa: E402
+from measure import DW, run_system  # noqa: E402
 from report import corpus_table, header_lines, ratios_table, record, results_table  # noqa: E402
 from systems import KINDS, build_specs  # noqa: E402
 
@@ -40,12 +40,11 @@ def help_timing(repeats: int = 5) -> tuple[str, bool]:
     """``dw --help`` and ``dw transcribe --help`` as subprocesses: median of ``repeats``."""
     lines = ["| command | median s | min s | max s | < 0.5 s |", "|---|---:|---:|---:|---|"]
     passed = True
-    dw = str(Path(sys.executable).parent / "dw")
     for arguments in (["--help"], ["transcribe", "--help"]):
         times = []
         for _ in range(repeats):
             tick = time.perf_counter()
-            done = subprocess.run([dw, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            done = subprocess.run([DW, *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             times.append(time.perf_counter() - tick)
             if done.returncode != 0:
                 raise SystemExit(f"bench.py: dw {' '.join(arguments)} failed: {done.stderr.decode(errors='replace')}")

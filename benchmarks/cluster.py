@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 import psutil
+from measure import DW
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH = ROOT / "tests" / "data" / "speech"
-DW = [str(Path(sys.executable).parent / "dw"), "transcribe", "--model", "offline:tiny.en", "--format", "srt,json",
+DW_RUN = [DW, "transcribe", "--model", "offline:tiny.en", "--format", "srt,json",
       "--log-json"]
 # (name, arguments, environment).  On this 2-core machine a --devices or --ray local replica
 # runs one torch thread; "plain, 1 thread" is the plain run with the replicas' thread count,
@@ -97,7 +98,7 @@ def recovery(inputs: Path, out: Path, env: dict) -> tuple[float, float]:
     workers = [cluster.add_node(num_cpus=2, object_store_memory=100 * 2**20) for _ in range(2)]
     try:
         started = time.monotonic()
-        process = subprocess.Popen([*DW, str(inputs), "-o", str(out), "--ray", cluster.address, "--batch-size", "1"],
+        process = subprocess.Popen([*DW_RUN, str(inputs), "-o", str(out), "--ray", cluster.address, "--batch-size", "1"],
                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while not list(out.glob("*.json")):
             time.sleep(0.1)
@@ -126,12 +127,12 @@ def main() -> None:
         env["DW_CACHE_DIR"] = os.environ["DW_CACHE_DIR"]
     with tempfile.TemporaryDirectory(prefix="dw-cluster-bench-") as scratch:
         inputs = _inputs(Path(scratch) / "in", args.copies)
-        subprocess.run([*DW, str(next(inputs.iterdir())), "-o", str(Path(scratch) / "warm"), "-q"], env=env,
+        subprocess.run([*DW_RUN, str(next(inputs.iterdir())), "-o", str(Path(scratch) / "warm"), "-q"], env=env,
                        check=True)  # the model converted and the files in the page cache, for every system
         load = os.getloadavg()
         rows = []
         for number, (name, extra, variables) in enumerate(SYSTEMS):
-            wall, peak, summary = run([*DW, str(inputs), "-o", str(Path(scratch) / str(number)), *extra],
+            wall, peak, summary = run([*DW_RUN, str(inputs), "-o", str(Path(scratch) / str(number)), *extra],
                                       {**env, **variables})
             rows.append((name, wall, peak))
             print(f"{name}: {wall:.1f} s, {peak:.0f} MB; {summary}", file=sys.stderr)

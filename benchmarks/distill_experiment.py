@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from measure import DW
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path("/work/shared/data/speech")
 DEV_SPEAKERS = {"librispeech-1998", "librispeech-2414", "jfk"}
@@ -51,7 +53,7 @@ def manifests(out: Path) -> tuple[Path, Path]:
 
 
 def dw(*arguments: str) -> None:
-    command = [str(Path(sys.executable).parent / "dw"), *arguments]
+    command = [DW, *arguments]
     print("$", " ".join(command), file=sys.stderr, flush=True)
     subprocess.run(command, check=True)
 

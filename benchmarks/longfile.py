@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from data import build_long_file, load_items
-from measure import child_env, run_measured
+from measure import DW, child_env, run_measured
 from systems import dw_arguments
 
 RSS_LIMIT_MB = 1536
@@ -23,7 +23,7 @@ def long_file_check(args) -> tuple[str, bool]:
     variant = [v.strip() for v in args.dw_variants.split(",") if v.strip()][0]
     arguments, fmt = dw_arguments(variant)
     out = Path(tempfile.mkdtemp(prefix="dw-bench-long-"))
-    command = [str(Path(sys.executable).parent / "dw"), "transcribe", str(path), "--model", args.model, "--device",
+    command = [DW, "transcribe", str(path), "--model", args.model, "--device",
                args.device, "--output-dir", str(out), "--format", "txt", "--quiet", *arguments]
     try:
         status, wall, peak_rss, _, sampler = run_measured(command, child_env(args.threads, None, args.omp_wait_policy),

@@ -24,6 +24,9 @@ from pathlib import Path
 from data import REPO, Item
 from systems import SystemSpec
 
+# The dw of the Python running the benchmarks (its virtual environment's), activated or not.
+DW = str(Path(sys.executable).parent / "dw")
+
 
 class TreeMemorySampler(threading.Thread):
     """Samples a process tree: peak PSS summed over it (shared pages divided fairly between
@@ -129,8 +132,7 @@ def _dw_command(spec: SystemSpec, items: list[Item], args, folder: Path) -> list
     inputs.mkdir()
     for item in items:
         (inputs / f"{item.id}{Path(item.audio).suffix}").symlink_to(item.audio)
-    executable = Path(sys.executable).parent / "dw"
-    prefix = [str(executable)] if executable.is_file() and spec.settings["code"] is None else [sys.executable, "-m", "dwcli"]
+    prefix = [DW] if Path(DW).is_file() and spec.settings["code"] is None else [sys.executable, "-m", "dwcli"]
     return prefix + ["transcribe", str(inputs), "--output-dir", str(folder / "out"), "--format",
                      spec.settings["format"], "--log-json", "--model", args.model, "--device", args.device,
                      *spec.settings["arguments"]]

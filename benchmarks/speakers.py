@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import conversations  # noqa: E402
 from data import default_data_dir  # noqa: E402
-from measure import child_env, run_measured  # noqa: E402
+from measure import DW, child_env, run_measured  # noqa: E402
 from report import header_lines, record  # noqa: E402
 
 MODEL = ("--model", "offline:tiny.en")
@@ -67,7 +67,7 @@ def _summary_run_s(log: Path) -> float:
 
 def timed_run(files: list[Path], extra: list[str], out: Path, threads: int, workers: int) -> dict:
     """One ``dw transcribe`` process over ``files``: whole wall s, run s, CPU s, peak RSS."""
-    command = [str(Path(sys.executable).parent / "dw"), "transcribe", *map(str, files), *MODEL,
+    command = [DW, "transcribe", *map(str, files), *MODEL,
                "-f", "json,rttm" if extra else "json",
                "-o", str(out), "--log-json", "--workers", str(workers), *extra]
     log = out / "log.jsonl"

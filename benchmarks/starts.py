@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 from conversations import JOIN_ORDERS, SAMPLE_RATE, join_utterances, trim_to_speech, write_flac  # noqa: E402
+from measure import DW  # noqa: E402
 
 
 
@@ -93,7 +94,7 @@ def timestamp_files(cache: Path) -> list[tuple[Path, list[tuple[float, float]]]]
 
 def measure(files, dw_args: list[str], out: Path) -> dict:
     """Run ``dw transcribe`` on the files; the two measures over all of them."""
-    command = [str(Path(sys.executable).parent / "dw"), "transcribe", *map(str, (path for path, _ in files)),
+    command = [DW, "transcribe", *map(str, (path for path, _ in files)),
                "-f", "json", "-o", str(out),
                "--model", "offline:tiny.en", "--quiet", *dw_args]
     subprocess.run(command, check=True)
