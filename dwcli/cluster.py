@@ -38,7 +38,7 @@ from .errors import DwError, ModelLoadError, UsageError, debug_requested
 from .events import Reporter, RunSummary, report_settled
 from .network import mel_bins
 from .options import ClusterOptions
-from .pipeline import reading_for, result_options
+from .pipeline import assembler_for, reading_for
 from .precision import Accelerator, describe
 from .sinks import FileSink, WritingImpossible
 
@@ -375,8 +375,7 @@ def transcribe_on_cluster(plan, reporter: Reporter) -> RunSummary:
     report_settled(plan.settled, reporter, summary)
     run = plan.devices[0]
     sink = FileSink(run.options.formats, run.options.writer, run.options.resume)
-    assembler = FileAssembler(plan.files, plan.model.model_id, result_options(run.precision, run.options), sink,
-                              reporter, summary, run.options.speakers, run.options.audio_track is not None)
+    assembler = assembler_for(plan.files, plan.model.model_id, run.precision, run.options, sink, reporter, summary)
     gathering = _Gathering(assembler, reporter)
     connect(plan.cluster)
     try:

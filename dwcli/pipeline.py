@@ -39,15 +39,19 @@ def reading_for(options: TranscribeOptions, n_mels: int) -> Reading:
                    options.speakers)
 
 
-def result_options(precision, options: TranscribeOptions) -> dict:
-    """The settings that change what a transcript says (recorded in JSON, compared by
-    --skip-existing)."""
-    return {
+def assembler_for(files: list[MediaFile], model_id: str, precision, options: TranscribeOptions, sink: Sink,
+                  reporter: Reporter, summary: RunSummary) -> FileAssembler:
+    """The assembler of a run with ``options`` (resolved) on ``precision``: in this process,
+    or on a Ray cluster's driver."""
+    # The settings that change what a transcript says (recorded in JSON, compared by --skip-existing).
+    said = {
         "language": options.decoding.language,
         "task": options.decoding.task,
         "timestamps": options.decoding.timestamps,
         "dtype": precision.weights,
     }
+    return FileAssembler(files, model_id, said, sink, reporter, summary, options.speakers,
+                         track_asked=options.audio_track is not None)
 
 
 class _Run:
@@ -209,8 +213,7 @@ def transcribe_files(files: list[MediaFile], engine, options: TranscribeOptions,
         if not options.resolved:
             options = options.for_device(engine.device)
         sink = sink or sink_for(options, stdout or sys.stdout)
-        assembler = FileAssembler(files, engine.model_id, result_options(engine.plan, options), sink, reporter, summary,
-                                  options.speakers, options.audio_track is not None)
+        assembler = assembler_for(files, engine.model_id, engine.plan, options, sink, reporter, summary)
         run = _Run(files, engine, options, assembler, reporter)
         reading = reading_for(options, engine.n_mels)
 
